@@ -1,0 +1,26 @@
+//! Command-line definitions; each subcommand lives in its own module and only parses and dispatches.
+
+use clap::{Parser, Subcommand};
+
+pub mod datagen;
+
+/// mezcla: speech recognition for code-switched speech, with a language on every word.
+#[derive(Debug, Parser)]
+#[command(name = "mezcla", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build datasets: code-switched mixes of monolingual corpora, and TTS corpora from text.
+    Datagen(datagen::DatagenArgs),
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Datagen(args) => datagen::run(args),
+    }
+}
