@@ -50,7 +50,10 @@ pub fn read_wav(path: &Path) -> Result<Audio, AudioError> {
         return Err(AudioError::new(path, "WAV header declares 0 channels"));
     }
     if spec.sample_rate == 0 {
-        return Err(AudioError::new(path, "WAV header declares a sample rate of 0"));
+        return Err(AudioError::new(
+            path,
+            "WAV header declares a sample rate of 0",
+        ));
     }
     let bad = |e: hound::Error| AudioError::new(path, format!("corrupt WAV data: {e}"));
     let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
@@ -239,7 +242,9 @@ mod tests {
                 let frames: Vec<Vec<f64>> = (0..100)
                     .map(|i| {
                         let base = (i as f64 / 100.0) - 0.5;
-                        (0..channels).map(|c| base * (c as f64 + 1.0) / 4.0).collect()
+                        (0..channels)
+                            .map(|c| base * (c as f64 + 1.0) / 4.0)
+                            .collect()
                     })
                     .collect();
                 let path = dir.path().join(format!("{bits}-{format:?}-{channels}.wav"));
@@ -269,7 +274,10 @@ mod tests {
         assert!(err.starts_with(&path.display().to_string()), "{err}");
         let missing = dir.path().join("missing.wav");
         let err = read_wav(&missing).unwrap_err().to_string();
-        assert!(err.contains("missing.wav") && err.contains("cannot open"), "{err}");
+        assert!(
+            err.contains("missing.wav") && err.contains("cannot open"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -301,7 +309,12 @@ mod tests {
 
     #[test]
     fn resampling_keeps_frequency_level_and_timing() {
-        for (from, to) in [(22050u32, 16000u32), (44100, 16000), (8000, 16000), (48000, 16000)] {
+        for (from, to) in [
+            (22050u32, 16000u32),
+            (44100, 16000),
+            (8000, 16000),
+            (48000, 16000),
+        ] {
             let freq = 1000.0;
             let n = from as usize * 2;
             let input: Vec<f32> = (0..n)
@@ -320,7 +333,9 @@ mod tests {
             assert!(off < 0.01, "{from}->{to}: energy off the tone: {off}");
             // No delay: the resampled sine is in phase with the ideal one sampled at the new rate.
             let ideal: Vec<f32> = (0..out.len())
-                .map(|i| (0.5 * (2.0 * std::f64::consts::PI * freq * i as f64 / to as f64).sin()) as f32)
+                .map(|i| {
+                    (0.5 * (2.0 * std::f64::consts::PI * freq * i as f64 / to as f64).sin()) as f32
+                })
                 .collect();
             let err = mid
                 .iter()
@@ -341,11 +356,16 @@ mod tests {
     fn resampling_removes_content_above_the_new_nyquist() {
         let (from, to) = (48000u32, 16000u32);
         let input: Vec<f32> = (0..from as usize)
-            .map(|i| (0.5 * (2.0 * std::f64::consts::PI * 12000.0 * i as f64 / from as f64).sin()) as f32)
+            .map(|i| {
+                (0.5 * (2.0 * std::f64::consts::PI * 12000.0 * i as f64 / from as f64).sin()) as f32
+            })
             .collect();
         let out = resample(&input, from, to).unwrap();
         let rms = (out[2000..14000].iter().map(|x| x * x).sum::<f32>() / 12000.0).sqrt();
-        assert!(rms < 0.001, "a 12 kHz tone should vanish at 16 kHz, rms {rms}");
+        assert!(
+            rms < 0.001,
+            "a 12 kHz tone should vanish at 16 kHz, rms {rms}"
+        );
     }
 
     #[test]

@@ -116,8 +116,8 @@ impl Manifest {
             if line.trim().is_empty() {
                 continue;
             }
-            let entry = parse_entry(line)
-                .map_err(|msg| ManifestError::new(path, Some(line_no), msg))?;
+            let entry =
+                parse_entry(line).map_err(|msg| ManifestError::new(path, Some(line_no), msg))?;
             entries.push(entry);
             lines.push(line_no);
         }
@@ -173,8 +173,7 @@ pub fn to_line(entry: &Entry) -> String {
 }
 
 fn parse_entry(line: &str) -> Result<Entry, String> {
-    let value: Value =
-        serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
     let Value::Object(obj) = &value else {
         return Err("expected a JSON object".into());
     };
@@ -190,7 +189,9 @@ fn parse_entry(line: &str) -> Result<Entry, String> {
     if let Some(Value::Number(n)) = obj.get("duration") {
         let d = n.as_f64().unwrap_or(f64::NAN);
         if !(d.is_finite() && d >= 0.0) {
-            return Err(format!("field `duration` must be a non-negative number, got {n}"));
+            return Err(format!(
+                "field `duration` must be a non-negative number, got {n}"
+            ));
         }
     }
     match obj.get("text") {
@@ -245,7 +246,13 @@ mod tests {
         let segs = m.entries[1].text.as_ref().unwrap();
         assert_eq!(segs.to_plain(), "I told her que no");
         assert_eq!(
-            m.entries[0].text.as_ref().unwrap().to_segments(Some("es")).unwrap()[0].lang,
+            m.entries[0]
+                .text
+                .as_ref()
+                .unwrap()
+                .to_segments(Some("es"))
+                .unwrap()[0]
+                .lang,
             "es"
         );
 
@@ -263,21 +270,52 @@ mod tests {
     fn errors_name_file_and_line() {
         let path = Path::new("/data/train.json");
         let cases = [
-            ("{\"audio_filepath\": \"a.wav\"}\n{not json", 2, "invalid JSON"),
+            (
+                "{\"audio_filepath\": \"a.wav\"}\n{not json",
+                2,
+                "invalid JSON",
+            ),
             ("[1, 2]", 1, "expected a JSON object"),
             ("{\"duration\": 1}", 1, "missing field `audio_filepath`"),
-            ("{\"audio_filepath\": 3}", 1, "`audio_filepath` must be a string"),
-            ("{\"audio_filepath\": \"a\", \"duration\": \"x\"}", 1, "`duration` must be a number"),
-            ("{\"audio_filepath\": \"a\", \"duration\": -1}", 1, "non-negative"),
-            ("{\"audio_filepath\": \"a\", \"text\": 5}", 1, "field `text` must be"),
-            ("\n\n{\"audio_filepath\": \"a\", \"text\": [{\"str\": \"x\"}]}", 3, "segment 0"),
-            ("{\"audio_filepath\": \"a\", \"lang\": 1}", 1, "`lang` must be a string"),
+            (
+                "{\"audio_filepath\": 3}",
+                1,
+                "`audio_filepath` must be a string",
+            ),
+            (
+                "{\"audio_filepath\": \"a\", \"duration\": \"x\"}",
+                1,
+                "`duration` must be a number",
+            ),
+            (
+                "{\"audio_filepath\": \"a\", \"duration\": -1}",
+                1,
+                "non-negative",
+            ),
+            (
+                "{\"audio_filepath\": \"a\", \"text\": 5}",
+                1,
+                "field `text` must be",
+            ),
+            (
+                "\n\n{\"audio_filepath\": \"a\", \"text\": [{\"str\": \"x\"}]}",
+                3,
+                "segment 0",
+            ),
+            (
+                "{\"audio_filepath\": \"a\", \"lang\": 1}",
+                1,
+                "`lang` must be a string",
+            ),
         ];
         for (content, line, needle) in cases {
             let err = Manifest::parse(path, content).unwrap_err();
             let msg = err.to_string();
             assert_eq!(err.line, Some(line), "{msg}");
-            assert!(msg.starts_with(&format!("/data/train.json:{line}: ")), "{msg}");
+            assert!(
+                msg.starts_with(&format!("/data/train.json:{line}: ")),
+                "{msg}"
+            );
             assert!(msg.contains(needle), "{msg} should mention {needle}");
             assert!(!msg.contains('\n'), "one line: {msg}");
         }
@@ -286,6 +324,8 @@ mod tests {
     #[test]
     fn missing_file_is_named() {
         let err = Manifest::read(Path::new("/nonexistent/m.json")).unwrap_err();
-        assert!(err.to_string().starts_with("/nonexistent/m.json: cannot read manifest"));
+        assert!(err
+            .to_string()
+            .starts_with("/nonexistent/m.json: cannot read manifest"));
     }
 }

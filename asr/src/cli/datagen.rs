@@ -193,7 +193,9 @@ fn run_cs(a: CsArgs) -> Result<()> {
                     .iter()
                     .find(|(g, _)| g == l)
                     .cloned()
-                    .with_context(|| format!("--languages names {l:?} but no --manifest {l}=PATH is given"))
+                    .with_context(|| {
+                        format!("--languages names {l:?} but no --manifest {l}=PATH is given")
+                    })
             })
             .collect::<Result<_>>()?
     };
@@ -214,7 +216,9 @@ fn run_cs(a: CsArgs) -> Result<()> {
             let i = inputs
                 .iter()
                 .position(|(l, _)| *l == lang)
-                .with_context(|| format!("--prob names {lang:?}, which is not one of the languages"))?;
+                .with_context(|| {
+                    format!("--prob names {lang:?}, which is not one of the languages")
+                })?;
             probs[i] = Some(
                 v.parse::<f64>()
                     .with_context(|| format!("--prob {lang}: {v:?} is not a number"))?,
@@ -237,10 +241,16 @@ fn run_cs(a: CsArgs) -> Result<()> {
         pause_end_ms: a.pause_end,
     };
     if a.sample_rate < 1000 {
-        bail!("--sample-rate must be at least 1000 Hz, got {}", a.sample_rate);
+        bail!(
+            "--sample-rate must be at least 1000 Hz, got {}",
+            a.sample_rate
+        );
     }
     if !(a.peak > 0.0 && a.peak <= 32767.0) {
-        bail!("--peak is an int16 amplitude between 1 and 32767, got {}", a.peak);
+        bail!(
+            "--peak is an int16 amplitude between 1 and 32767, got {}",
+            a.peak
+        );
     }
     let job = CsJob {
         inputs,

@@ -204,7 +204,10 @@ fn synthesize_all(job: &CsJob, samples: &[PlannedSample], summary: &mut CsSummar
             .open(&log_path)
             .with_context(|| format!("{}: cannot open", log_path.display()))?,
     );
-    let total_ms: u64 = todo.iter().map(|s| (s.total_duration * 1000.0) as u64).sum();
+    let total_ms: u64 = todo
+        .iter()
+        .map(|s| (s.total_duration * 1000.0) as u64)
+        .sum();
     let bar = crate::progress::hours_bar(total_ms, job.progress);
     let results: Vec<Result<(u64, Value)>> = todo
         .par_iter()
@@ -316,7 +319,10 @@ fn remove_stale_temporaries(audio_dir: &Path, mine: &[&PlannedSample]) -> Result
         .with_context(|| format!("{}: cannot list", audio_dir.display()))?
     {
         let path = entry?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.ends_with(".tmp") {
             if let Some(prefix) = name.find(".wav.").map(|i| &name[..i + 5]) {
                 if uids.contains(prefix) {

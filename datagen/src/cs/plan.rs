@@ -118,7 +118,10 @@ impl PlanConfig {
             return Err("no input manifests: give at least one --manifest LANG=PATH".into());
         }
         if !(self.min_duration.is_finite() && self.min_duration > 0.0) {
-            return Err(format!("--min-duration must be positive, got {}", self.min_duration));
+            return Err(format!(
+                "--min-duration must be positive, got {}",
+                self.min_duration
+            ));
         }
         if !(self.max_duration.is_finite() && self.min_duration < self.max_duration) {
             return Err(format!(
@@ -147,7 +150,9 @@ impl PlanConfig {
         }
         let sum: f64 = self.probs.iter().sum();
         if (sum - 1.0).abs() > 1e-6 {
-            return Err(format!("language probabilities must sum to 1, they sum to {sum}"));
+            return Err(format!(
+                "language probabilities must sum to 1, they sum to {sum}"
+            ));
         }
         Ok(())
     }
@@ -236,7 +241,10 @@ fn push(s: &mut PlannedSample, pool: &Pool, utt: usize) {
 
 /// Draws an index with probability proportional to `probs`, among the indices `allowed` accepts.
 fn draw(rng: &mut ChaCha8Rng, probs: &[f64], allowed: impl Fn(usize) -> bool) -> usize {
-    let total: f64 = (0..probs.len()).filter(|&l| allowed(l)).map(|l| probs[l]).sum();
+    let total: f64 = (0..probs.len())
+        .filter(|&l| allowed(l))
+        .map(|l| probs[l])
+        .sum();
     let mut u = rng.random::<f64>() * total;
     let mut last = 0;
     for (l, &p) in probs.iter().enumerate() {
@@ -343,7 +351,10 @@ mod tests {
         assert!(total >= 1800.0 && total < 1800.0 + 19.0, "{total}");
         for (i, s) in plan.iter().enumerate() {
             assert_eq!(s.uid, i as u64);
-            assert!(s.total_duration >= 16.0 && s.total_duration <= 19.0, "{s:?}");
+            assert!(
+                s.total_duration >= 16.0 && s.total_duration <= 19.0,
+                "{s:?}"
+            );
             let sum: f64 = s.durations.iter().sum();
             assert!((sum - s.total_duration).abs() < 1e-9);
             // Without the last segment the sample was still short of the minimum.
@@ -373,7 +384,10 @@ mod tests {
         let n: usize = counts.iter().sum();
         for c in counts {
             let share = c as f64 / n as f64;
-            assert!((share - 0.2).abs() < 0.03, "utterances are uniform: {counts:?}");
+            assert!(
+                (share - 0.2).abs() < 0.03,
+                "utterances are uniform: {counts:?}"
+            );
         }
     }
 
@@ -387,14 +401,23 @@ mod tests {
         let mono = plan.iter().filter(|s| s.lang_ids.len() == 1).count() as f64;
         assert!((mono / plan.len() as f64 - 0.3).abs() < 0.05, "{mono}");
         for s in plan.iter().filter(|s| s.lang_ids.len() > 1) {
-            assert_ne!(s.lang_ids[0], s.lang_ids[1], "the second segment uses the other language");
+            assert_ne!(
+                s.lang_ids[0], s.lang_ids[1],
+                "the second segment uses the other language"
+            );
         }
         let mut off = cfg.clone();
         off.prefer_unused = false;
         off.min_monolingual = 0.0;
         let plan = super::plan(&pools(), &off).unwrap();
-        let same = plan.iter().filter(|s| s.lang_ids[0] == s.lang_ids[1]).count();
-        assert!(same > plan.len() / 4, "without it, languages repeat as often as chance says");
+        let same = plan
+            .iter()
+            .filter(|s| s.lang_ids[0] == s.lang_ids[1])
+            .count();
+        assert!(
+            same > plan.len() / 4,
+            "without it, languages repeat as often as chance says"
+        );
     }
 
     #[test]
@@ -405,7 +428,11 @@ mod tests {
         cfg.hours = 1.0;
         let plan = plan(&p, &cfg).unwrap();
         for lang in ["en", "es", "hi"] {
-            let n = plan.iter().flat_map(|s| &s.lang_ids).filter(|l| *l == lang).count();
+            let n = plan
+                .iter()
+                .flat_map(|s| &s.lang_ids)
+                .filter(|l| *l == lang)
+                .count();
             assert!(n > 100, "{lang}: {n}");
         }
     }
@@ -427,7 +454,9 @@ mod tests {
         let base = PlanConfig::nemo_offline(2);
         let mut c = base.clone();
         c.min_duration = 19.0;
-        assert!(plan(&pools(), &c).unwrap_err().contains("must be smaller than --max-duration"));
+        assert!(plan(&pools(), &c)
+            .unwrap_err()
+            .contains("must be smaller than --max-duration"));
         let mut c = base.clone();
         c.probs = vec![0.5, 0.6];
         assert!(plan(&pools(), &c).unwrap_err().contains("sum to 1"));
@@ -436,7 +465,10 @@ mod tests {
         assert!(plan(&pools(), &c).unwrap_err().contains("--hours"));
         // Only 4-second utterances, room for at most 3 more once a sample passes 16 s: 4+4+4+4 = 16 works.
         let fours = vec![pool("en", &[4.0]), pool("es", &[4.0])];
-        let c = PlanConfig { hours: 0.05, ..base.clone() };
+        let c = PlanConfig {
+            hours: 0.05,
+            ..base.clone()
+        };
         assert!(plan(&fours, &c).is_ok());
         // 5-second utterances: 15 s is too short, 20 s too long; NeMo loops forever here.
         let fives = vec![pool("en", &[5.0]), pool("es", &[5.0])];
@@ -451,18 +483,32 @@ mod tests {
         let p = plan(&pools(), &cfg).unwrap();
         let text = to_jsonl(&p);
         let first = text.lines().next().unwrap();
-        let keys: Vec<String> = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(first)
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
-        assert_eq!(keys, ["lang_ids", "texts", "paths", "durations", "total_duration", "uid"]);
+        let keys: Vec<String> =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(first)
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+        assert_eq!(
+            keys,
+            [
+                "lang_ids",
+                "texts",
+                "paths",
+                "durations",
+                "total_duration",
+                "uid"
+            ]
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plan.json");
         std::fs::write(&path, &text).unwrap();
         assert_eq!(read_plan(&path).unwrap(), p);
         std::fs::write(&path, format!("{text}{{\"uid\": 3}}\n")).unwrap();
         let err = read_plan(&path).unwrap_err().to_string();
-        assert!(err.contains(&format!("plan.json:{}:", p.len() + 1)), "{err}");
+        assert!(
+            err.contains(&format!("plan.json:{}:", p.len() + 1)),
+            "{err}"
+        );
     }
 }

@@ -73,7 +73,8 @@ pub fn synthesize(sample: &PlannedSample, cfg: &AudioConfig) -> Result<Synthesiz
                 out.extend(x.iter().map(|v| (v / max * peak) as i16));
             }
             Level::RmsDb(db) => {
-                let rms = (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
+                let rms =
+                    (x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
                 let gain = (10f64.powf(db as f64 / 20.0) / rms.max(0.01)) as f32;
                 out.extend(
                     x.iter()
@@ -140,7 +141,10 @@ mod tests {
         let want = [[320.0, 420.0], [2020.0, 2070.0]];
         assert_eq!(s.segment_times.len(), 2);
         for (got, want) in s.segment_times.iter().zip(want) {
-            assert!((got[0] - want[0] / 16000.0).abs() < 1e-12 && (got[1] - want[1] / 16000.0).abs() < 1e-12);
+            assert!(
+                (got[0] - want[0] / 16000.0).abs() < 1e-12
+                    && (got[1] - want[1] / 16000.0).abs() < 1e-12
+            );
         }
 
         let rms = AudioConfig {
@@ -153,7 +157,11 @@ mod tests {
         let s = synthesize(&sample_from(&[&b]), &rms).unwrap();
         assert_eq!(s.samples.len(), 50);
         // -20 dBFS RMS of a constant signal is 0.1 of full scale.
-        assert!(s.samples.iter().all(|&v| v == -3277), "{:?}", &s.samples[..3]);
+        assert!(
+            s.samples.iter().all(|&v| v == -3277),
+            "{:?}",
+            &s.samples[..3]
+        );
     }
 
     #[test]
@@ -181,6 +189,10 @@ mod tests {
             ..AudioConfig::default()
         };
         let s = synthesize(&sample_from(&[&a]), &cfg).unwrap();
-        assert!((s.samples.len() as i64 - 16000).abs() <= 1, "{}", s.samples.len());
+        assert!(
+            (s.samples.len() as i64 - 16000).abs() <= 1,
+            "{}",
+            s.samples.len()
+        );
     }
 }
