@@ -1,0 +1,7 @@
+//! CPU implementations of the loss kernels (the CPU side of the backend seam).
+
+pub(crate) mod ctc;
+pub(crate) mod elem;
+pub(crate) mod rnnt;
+
+pub use elem::Elem;
