@@ -11,7 +11,7 @@ mod error;
 mod model;
 mod normalizer;
 pub mod proto;
-// pub mod train;
+pub mod train;
 mod trie;
 
 pub use aggregate::{ConcatTokenizer, Segment, TextAndLang, WordAndLang, CONCAT_CONFIG_FILE};

@@ -127,6 +127,9 @@ fn piece_to_byte(p: &str) -> Option<u8> {
     u8::from_str_radix(hex, 16).ok()
 }
 
+/// Span (start, length) of a merged unused piece → spans of its two halves.
+type RevMerge = HashMap<(usize, usize), ((usize, usize), (usize, usize))>;
+
 const DEFAULT_UNK_SURFACE: &str = " \u{2047} ";
 
 /// A loaded SentencePiece model.
@@ -634,38 +637,36 @@ impl SentencePieceModel {
             pos += len;
         }
         syms.last_mut().expect("non-empty").next = -1;
-        let mut rev_merge: HashMap<(usize, usize), ((usize, usize), (usize, usize))> =
-            HashMap::new();
+        let mut rev_merge: RevMerge = HashMap::new();
         let mut heap = BinaryHeap::new();
-        let add =
-            |l: isize,
-             r: isize,
-             syms: &Vec<Sym>,
-             heap: &mut BinaryHeap<Pair>,
-             rev: &mut HashMap<(usize, usize), ((usize, usize), (usize, usize))>| {
-                if l < 0 || r < 0 {
-                    return;
+        let add = |l: isize,
+                   r: isize,
+                   syms: &Vec<Sym>,
+                   heap: &mut BinaryHeap<Pair>,
+                   rev: &mut RevMerge| {
+            if l < 0 || r < 0 {
+                return;
+            }
+            let (a, b) = (syms[l as usize], syms[r as usize]);
+            if a.freeze || b.freeze {
+                return;
+            }
+            let piece = &s[a.start..a.start + a.len + b.len];
+            if let Some(id) = self.trie.get(piece) {
+                heap.push(Pair {
+                    score: self.pieces[id as usize].score,
+                    left: l as usize,
+                    right: r as usize,
+                    size: piece.len(),
+                });
+                if self.is_unused(id) {
+                    rev.insert(
+                        (a.start, a.len + b.len),
+                        ((a.start, a.len), (b.start, b.len)),
+                    );
                 }
-                let (a, b) = (syms[l as usize], syms[r as usize]);
-                if a.freeze || b.freeze {
-                    return;
-                }
-                let piece = &s[a.start..a.start + a.len + b.len];
-                if let Some(id) = self.trie.get(piece) {
-                    heap.push(Pair {
-                        score: self.pieces[id as usize].score,
-                        left: l as usize,
-                        right: r as usize,
-                        size: piece.len(),
-                    });
-                    if self.is_unused(id) {
-                        rev.insert(
-                            (a.start, a.len + b.len),
-                            ((a.start, a.len), (b.start, b.len)),
-                        );
-                    }
-                }
-            };
+            }
+        };
         for i in 1..syms.len() {
             add(i as isize - 1, i as isize, &syms, &mut heap, &mut rev_merge);
         }
@@ -701,7 +702,7 @@ impl SentencePieceModel {
             m: &SentencePieceModel,
             s: &[u8],
             w: (usize, usize),
-            rev: &HashMap<(usize, usize), ((usize, usize), (usize, usize))>,
+            rev: &RevMerge,
             out: &mut Vec<(usize, usize, u32)>,
         ) {
             let id = m.trie.get(&s[w.0..w.0 + w.1]).unwrap_or(m.unk_id);

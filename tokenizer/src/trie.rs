@@ -56,7 +56,6 @@ pub struct Trie {
     /// Edges sorted by label within each node: (label, child node).
     edges: Vec<(u8, u32)>,
     root: Vec<u32>,
-    max_len: usize,
 }
 
 const NONE: u32 = u32::MAX;
@@ -67,9 +66,7 @@ impl Trie {
         // Build with a temporary map-of-children representation, then flatten.
         let mut children: Vec<Vec<(u8, u32)>> = vec![Vec::new()];
         let mut values: Vec<u32> = vec![NONE];
-        let mut max_len = 0;
         for (key, value) in entries {
-            max_len = max_len.max(key.len());
             let mut node = 0usize;
             for &b in key {
                 let next = match children[node].iter().find(|(l, _)| *l == b) {
@@ -97,17 +94,7 @@ impl Trie {
         for &(l, c) in &children[0] {
             root[l as usize] = c;
         }
-        Trie {
-            nodes,
-            edges,
-            root,
-            max_len,
-        }
-    }
-
-    /// Length of the longest key.
-    pub fn max_len(&self) -> usize {
-        self.max_len
+        Trie { nodes, edges, root }
     }
 
     #[inline]
@@ -180,7 +167,6 @@ mod tests {
         assert_eq!(t.get(b"abd"), Some(5));
         assert_eq!(t.get(b"abx"), None);
         assert_eq!(t.get(b""), None);
-        assert_eq!(t.max_len(), 3);
     }
 
     #[test]

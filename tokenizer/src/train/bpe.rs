@@ -1,0 +1,142 @@
+//! BPE training: repeatedly merge the most frequent adjacent pair of symbols (ties: shorter, then smaller
+//! string), as SentencePiece's BPE trainer does; piece scores are minus the merge order.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use super::{Prepared, TrainOptions};
+use crate::error::{Error, Result};
+
+pub(super) fn train(
+    prep: &Prepared,
+    opts: &TrainOptions,
+    n_meta: usize,
+) -> Result<Vec<(String, f32)>> {
+    let target = opts.vocab_size.saturating_sub(n_meta + prep.required.len());
+    let mut sym_chars: Vec<Vec<char>> = Vec::new();
+    let mut sym_ids: HashMap<Vec<char>, u32> = HashMap::new();
+    let mut intern = |cs: Vec<char>, sym_chars: &mut Vec<Vec<char>>| -> u32 {
+        *sym_ids.entry(cs.clone()).or_insert_with(|| {
+            sym_chars.push(cs);
+            (sym_chars.len() - 1) as u32
+        })
+    };
+    let mut words: Vec<Vec<u32>> = Vec::with_capacity(prep.words.len());
+    let freqs: Vec<i64> = prep.words.iter().map(|w| w.1 as i64).collect();
+    for (w, _) in &prep.words {
+        words.push(w.iter().map(|&c| intern(vec![c], &mut sym_chars)).collect());
+    }
+    let mut valid_cache: HashMap<(u32, u32), bool> = HashMap::new();
+    let mut is_valid = |a: u32, b: u32, sym_chars: &Vec<Vec<char>>| -> bool {
+        *valid_cache.entry((a, b)).or_insert_with(|| {
+            let mut cs = sym_chars[a as usize].clone();
+            cs.extend_from_slice(&sym_chars[b as usize]);
+            prep.is_valid_piece(&cs)
+        })
+    };
+    let mut counts: HashMap<(u32, u32), i64> = HashMap::new();
+    let mut where_: HashMap<(u32, u32), Vec<u32>> = HashMap::new();
+    for (wi, w) in words.iter().enumerate() {
+        for p in w.windows(2) {
+            if is_valid(p[0], p[1], &sym_chars) {
+                *counts.entry((p[0], p[1])).or_insert(0) += freqs[wi];
+                where_.entry((p[0], p[1])).or_default().push(wi as u32);
+            }
+        }
+    }
+    type Entry = (i64, Reverse<usize>, Reverse<String>, u32, u32);
+    let entry = |a: u32, b: u32, c: i64, sym_chars: &Vec<Vec<char>>| -> Entry {
+        let s: String = sym_chars[a as usize]
+            .iter()
+            .chain(&sym_chars[b as usize])
+            .collect();
+        let len = sym_chars[a as usize].len() + sym_chars[b as usize].len();
+        (c, Reverse(len), Reverse(s), a, b)
+    };
+    let mut heap: BinaryHeap<Entry> = counts
+        .iter()
+        .map(|(&(a, b), &c)| entry(a, b, c, &sym_chars))
+        .collect();
+    let mut finals: Vec<(String, f32)> = Vec::new();
+    let mut dup: HashSet<String> = HashSet::new();
+    while finals.len() < target {
+        let Some((c, _, Reverse(s), a, b)) = heap.pop() else {
+            break;
+        };
+        if counts.get(&(a, b)) != Some(&c) || c <= 0 {
+            continue;
+        }
+        counts.remove(&(a, b));
+        if !dup.insert(s.clone()) {
+            continue;
+        }
+        finals.push((s, -(finals.len() as f32)));
+        let mut merged = sym_chars[a as usize].clone();
+        merged.extend_from_slice(&sym_chars[b as usize]);
+        let new = intern(merged, &mut sym_chars);
+        let mut locs = where_.remove(&(a, b)).unwrap_or_default();
+        locs.sort_unstable();
+        locs.dedup();
+        let mut changed: HashSet<(u32, u32)> = HashSet::new();
+        for wi in locs {
+            let wi = wi as usize;
+            let f = freqs[wi];
+            let old = std::mem::take(&mut words[wi]);
+            let mut next = Vec::with_capacity(old.len());
+            let mut i = 0;
+            while i < old.len() {
+                if i + 1 < old.len() && old[i] == a && old[i + 1] == b {
+                    next.push(new);
+                    i += 2;
+                } else {
+                    next.push(old[i]);
+                    i += 1;
+                }
+            }
+            if next.len() == old.len() {
+                words[wi] = old;
+                continue;
+            }
+            for p in old.windows(2) {
+                let k = (p[0], p[1]);
+                if k != (a, b) {
+                    if let Some(v) = counts.get_mut(&k) {
+                        *v -= f;
+                        changed.insert(k);
+                    }
+                }
+            }
+            for p in next.windows(2) {
+                let k = (p[0], p[1]);
+                if is_valid(k.0, k.1, &sym_chars) {
+                    *counts.entry(k).or_insert(0) += f;
+                    changed.insert(k);
+                    if k.0 == new || k.1 == new {
+                        where_.entry(k).or_default().push(wi as u32);
+                    }
+                }
+            }
+            words[wi] = next;
+        }
+        for k in changed {
+            if let Some(&c) = counts.get(&k) {
+                if c > 0 {
+                    heap.push(entry(k.0, k.1, c, &sym_chars));
+                } else {
+                    counts.remove(&k);
+                }
+            }
+        }
+    }
+    if opts.hard_vocab_limit && finals.len() < target {
+        return Err(Error::Train(format!(
+            "vocabulary size too high ({}); the corpus supports at most {}",
+            opts.vocab_size,
+            finals.len() + n_meta + prep.required.len()
+        )));
+    }
+    for &(c, _) in &prep.required {
+        finals.push((c.to_string(), -(finals.len() as f32)));
+    }
+    Ok(finals)
+}
