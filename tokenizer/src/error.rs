@@ -9,12 +9,8 @@ pub enum Error {
     #[error("{path}: not a valid SentencePiece model: {reason}")]
     BadModel { path: String, reason: String },
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     /// A language that the tokenizer does not have.
     #[error("unknown language {lang:?} (the tokenizer has: {known})")]
     UnknownLanguage { lang: String, known: String },
@@ -30,10 +26,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            err,
         }
     }
 }
