@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod datagen;
+pub mod tokenizer;
 
 /// mezcla: speech recognition for code-switched speech, with a language on every word.
 #[derive(Debug, Parser)]
@@ -16,11 +17,14 @@ pub struct Cli {
 pub enum Command {
     /// Build datasets: code-switched mixes of monolingual corpora, and TTS corpora from text.
     Datagen(datagen::DatagenArgs),
+    /// SentencePiece and concatenated (per-language) tokenizers: train, concat, encode, decode, info.
+    Tokenizer(tokenizer::TokenizerArgs),
 }
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Datagen(args) => datagen::run(args),
+        Command::Tokenizer(args) => tokenizer::run(args),
     }
 }
