@@ -59,6 +59,9 @@ pub struct TtsJob {
     pub engine: Engine,
     /// Drawn per utterance.
     pub voices: Vec<String>,
+    /// espeak-ng voice variants (`m1`..`m7`, `f1`..`f5`, ...) drawn per utterance and appended as `voice+variant`;
+    /// empty: voices as given.
+    pub variants: Vec<String>,
     /// Words per minute, drawn per utterance.
     pub speeds: Vec<u32>,
     /// espeak-ng pitch (0–99), drawn per utterance; must be empty for flite.
@@ -100,6 +103,9 @@ pub fn run(job: &TtsJob) -> Result<TtsSummary> {
     if job.engine == Engine::Flite && !job.pitches.is_empty() {
         bail!("flite has no pitch setting: leave out --pitches");
     }
+    if job.engine == Engine::Flite && !job.variants.is_empty() {
+        bail!("flite has no voice variants: leave out --variants");
+    }
     if job.engine == Engine::EspeakNg && job.pitches.is_empty() {
         bail!("give at least one pitch for espeak-ng");
     }
@@ -121,7 +127,17 @@ pub fn run(job: &TtsJob) -> Result<TtsSummary> {
             line: i + 1,
             text: l.trim().to_string(),
             name: format!("{}_{:06}", job.lang, k + 1),
-            voice: job.voices[rng.random_range(0..job.voices.len())].clone(),
+            voice: {
+                let voice = &job.voices[rng.random_range(0..job.voices.len())];
+                if job.variants.is_empty() {
+                    voice.clone()
+                } else {
+                    format!(
+                        "{voice}+{}",
+                        job.variants[rng.random_range(0..job.variants.len())]
+                    )
+                }
+            },
             speed: job.speeds[rng.random_range(0..job.speeds.len())],
             pitch: (!job.pitches.is_empty())
                 .then(|| job.pitches[rng.random_range(0..job.pitches.len())]),

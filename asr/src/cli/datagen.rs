@@ -121,6 +121,9 @@ pub struct TtsArgs {
     /// Voices drawn per utterance (comma-separated), e.g. en-us,en-us+m3,en+f2 or slt,kal,awb,rms for flite.
     #[arg(long, value_delimiter = ',', required = true)]
     pub voices: Vec<String>,
+    /// espeak-ng variants drawn per utterance and added to the voice as VOICE+VARIANT (e.g. m1,m3,f2,f4).
+    #[arg(long, value_delimiter = ',')]
+    pub variants: Vec<String>,
     /// Speeds in words per minute drawn per utterance.
     #[arg(long, value_delimiter = ',', default_value = "150,175")]
     pub speeds: Vec<u32>,
@@ -303,6 +306,7 @@ fn run_tts(a: TtsArgs) -> Result<()> {
         out_dir: a.out,
         engine,
         voices: a.voices,
+        variants: a.variants,
         speeds: a.speeds,
         pitches,
         amplitude: a.amplitude,

@@ -348,7 +348,7 @@ mod tests {
         cfg.hours = 0.5;
         let plan = plan(&pools(), &cfg).unwrap();
         let total: f64 = plan.iter().map(|s| s.total_duration).sum();
-        assert!(total >= 1800.0 && total < 1800.0 + 19.0, "{total}");
+        assert!((1800.0..1800.0 + 19.0).contains(&total), "{total}");
         for (i, s) in plan.iter().enumerate() {
             assert_eq!(s.uid, i as u64);
             assert!(
