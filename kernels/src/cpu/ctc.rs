@@ -1,17 +1,19 @@
 //! CTC forward (alpha) and backward (beta, gradient) on the CPU, in log space, parallel over the batch.
 
-use super::elem::{lse2, lse3, Elem};
+use super::elem::Elem;
+use super::lattice::{exp_sum, lse3_rows};
 use crate::batch::CtcBatch;
 use crate::options::CtcInput;
 use rayon::prelude::*;
 
 const NEG_INF: f64 = f64::NEG_INFINITY;
 
-/// What the forward pass keeps for the backward pass: small next to the input (`T x (2L+1)` log
+/// What the forward pass keeps for the backward pass: small next to the input (`T x (2L+3)` log
 /// alphas per sample, two numbers per frame for the fused log-softmax).
 #[derive(Debug)]
 pub(crate) struct CtcSaved<E> {
-    /// Per sample, log alpha row-major `(T_b, 2L+1)`, alpha including the emission at `t`.
+    /// Per sample, log alpha rows of stride `2L+3` (two leading `-inf` pads, then states
+    /// `0..2L+1`), alpha including the emission at `t`.
     alpha: Vec<Vec<f64>>,
     /// Per `(b, t)` the row maximum of the logits (logits input only).
     shift: Vec<E>,
@@ -21,30 +23,73 @@ pub(crate) struct CtcSaved<E> {
     pub log_lik: Vec<f64>,
 }
 
-/// The extended label sequence `blank, l1, blank, l2, ..., blank` and where skips are allowed.
-fn extended(labels: &[u32], blank: usize) -> (Vec<usize>, Vec<bool>) {
-    let w = 2 * labels.len() + 1;
-    let mut ext = Vec::with_capacity(w);
-    let mut skip = Vec::with_capacity(w);
-    for s in 0..w {
-        if s % 2 == 0 {
-            ext.push(blank);
-            skip.push(false);
-        } else {
-            let l = labels[s / 2] as usize;
-            ext.push(l);
-            skip.push(s >= 3 && labels[s / 2 - 1] as usize != l);
-        }
-    }
-    (ext, skip)
+/// One sample's extended label sequence `blank, l1, blank, ..., blank`, the additive skip mask
+/// (`0` where the transition `s-2 -> s` is allowed, `-inf` elsewhere) and the distinct classes.
+struct Extended {
+    ext: Vec<usize>,
+    skip_add: Vec<f64>,
+    classes: Vec<usize>,
 }
 
-/// Log-probability of class `c` in row `row` (`x` already the row's slice).
+impl Extended {
+    fn new(labels: &[u32], blank: usize) -> Self {
+        let w = 2 * labels.len() + 1;
+        let mut ext = Vec::with_capacity(w);
+        // two trailing pads so that `skip_add[s + 2]` is always in range
+        let mut skip_add = vec![NEG_INF; w + 2];
+        for s in 0..w {
+            if s % 2 == 0 {
+                ext.push(blank);
+            } else {
+                let l = labels[s / 2] as usize;
+                ext.push(l);
+                if s >= 3 && labels[s / 2 - 1] as usize != l {
+                    skip_add[s] = 0.0;
+                }
+            }
+        }
+        let mut classes = ext.clone();
+        classes.sort_unstable();
+        classes.dedup();
+        Extended {
+            ext,
+            skip_add,
+            classes,
+        }
+    }
+}
+
+/// States `lo..hi` that are reachable at frame `t` and can still finish by frame `tb - 1`.
 #[inline]
-fn lp_of<E: Elem>(row: &[E], c: usize, input: CtcInput, shift: E, lnsum: f64) -> f64 {
+fn window(t: usize, tb: usize, w: usize) -> (usize, usize) {
+    let lo = w.saturating_sub(2 * (tb - t));
+    let hi = (2 * t + 2).min(w);
+    (lo, hi.max(lo))
+}
+
+/// Fills `lpg[s] = log p(ext[s] | frame)` for `s` in `lo..hi`.
+#[inline]
+fn gather<E: Elem>(
+    row: &[E],
+    ext: &[usize],
+    input: CtcInput,
+    shift: E,
+    lnsum: f64,
+    (lo, hi): (usize, usize),
+    lpg: &mut [f64],
+) {
     match input {
-        CtcInput::LogProbs => row[c].to_f64(),
-        CtcInput::Logits => (row[c].to_f64() - shift.to_f64()) - lnsum,
+        CtcInput::LogProbs => {
+            for s in lo..hi {
+                lpg[s] = row[ext[s]].to_f64();
+            }
+        }
+        CtcInput::Logits => {
+            let sh = shift.to_f64();
+            for s in lo..hi {
+                lpg[s] = (row[ext[s]].to_f64() - sh) - lnsum;
+            }
+        }
     }
 }
 
@@ -62,59 +107,54 @@ pub(crate) fn forward<E: Elem>(
         CtcInput::Logits => row_lse(x, batch),
         CtcInput::LogProbs => (Vec::new(), Vec::new()),
     };
+    let frame = |i: usize, tt: usize| -> (&[E], E, f64) {
+        let r = &x[(i * t + tt) * c..(i * t + tt + 1) * c];
+        match input {
+            CtcInput::Logits => (r, shift[i * t + tt], lnsum[i * t + tt]),
+            CtcInput::LogProbs => (r, E::zero(), 0.0),
+        }
+    };
     let per: Vec<(Vec<f64>, f64)> = (0..b)
         .into_par_iter()
         .map(|i| {
             let tb = batch.input_lengths[i];
-            let (ext, skip) = extended(&batch.targets[i], batch.blank);
-            let w = ext.len();
+            let ex = Extended::new(&batch.targets[i], batch.blank);
+            let w = ex.ext.len();
             if tb == 0 {
-                let ll = if w == 1 { 0.0 } else { NEG_INF };
-                return (Vec::new(), ll);
+                return (Vec::new(), if w == 1 { 0.0 } else { NEG_INF });
             }
-            let mut alpha = vec![NEG_INF; tb * w];
-            let row = |tt: usize| &x[(i * t + tt) * c..(i * t + tt + 1) * c];
-            let srow = |tt: usize| -> (E, f64) {
-                match input {
-                    CtcInput::Logits => (shift[i * t + tt], lnsum[i * t + tt]),
-                    CtcInput::LogProbs => (E::zero(), 0.0),
-                }
-            };
+            if w > 2 * tb + 1 {
+                // more labels than frames: no alignment at all
+                return (Vec::new(), NEG_INF);
+            }
+            let ws = w + 2;
+            let mut alpha = vec![NEG_INF; tb * ws];
+            let mut lpg = vec![0f64; w];
             {
-                let (sh, ls) = srow(0);
-                let r = row(0);
-                alpha[0] = lp_of(r, ext[0], input, sh, ls);
-                if w > 1 {
-                    alpha[1] = lp_of(r, ext[1], input, sh, ls);
-                }
+                let (r, sh, ls) = frame(i, 0);
+                let win = (0, w.min(2));
+                gather(r, &ex.ext, input, sh, ls, win, &mut lpg);
+                alpha[2..2 + win.1].copy_from_slice(&lpg[..win.1]);
             }
             for tt in 1..tb {
-                let (sh, ls) = srow(tt);
-                let r = row(tt);
-                let (prev, cur) = alpha.split_at_mut(tt * w);
-                let prev = &prev[(tt - 1) * w..];
-                let cur = &mut cur[..w];
-                // states that can still finish: s >= w - 2 * (tb - tt); reachable: s <= 2 * tt + 1
-                let lo = (w as isize - 2 * (tb - tt) as isize).max(0) as usize;
-                let hi = (2 * tt + 2).min(w);
-                for s in lo..hi {
-                    let a = prev[s];
-                    let b1 = if s >= 1 { prev[s - 1] } else { NEG_INF };
-                    let acc = if skip[s] {
-                        lse3(a, b1, prev[s - 2])
-                    } else {
-                        lse2(a, b1)
-                    };
-                    cur[s] = if acc == NEG_INF {
-                        NEG_INF
-                    } else {
-                        acc + lp_of(r, ext[s], input, sh, ls)
-                    };
-                }
+                let (r, sh, ls) = frame(i, tt);
+                let (lo, hi) = window(tt, tb, w);
+                gather(r, &ex.ext, input, sh, ls, (lo, hi), &mut lpg);
+                let (done, rest) = alpha.split_at_mut(tt * ws);
+                let prev = &done[(tt - 1) * ws..];
+                // padded index p = s + 2: prev[p] is state s, prev[p-1] is s-1, prev[p-2] is s-2
+                lse3_rows(
+                    &prev[lo + 2..hi + 2],
+                    &prev[lo + 1..hi + 1],
+                    &prev[lo..hi],
+                    &ex.skip_add[lo..hi],
+                    Some(&lpg[lo..hi]),
+                    &mut rest[lo + 2..hi + 2],
+                );
             }
-            let last = &alpha[(tb - 1) * w..];
+            let last = &alpha[(tb - 1) * ws + 2..tb * ws];
             let ll = if w > 1 {
-                lse2(last[w - 1], last[w - 2])
+                super::elem::lse2(last[w - 1], last[w - 2])
             } else {
                 last[0]
             };
@@ -189,46 +229,48 @@ pub(crate) fn backward<E: Elem>(
             slab[..tb * c].iter_mut().for_each(|v| *v = fill);
             return;
         }
-        let (ext, skip) = extended(&batch.targets[i], batch.blank);
-        let w = ext.len();
+        let ex = Extended::new(&batch.targets[i], batch.blank);
+        let w = ex.ext.len();
+        let ws = w + 2;
         let alpha = &saved.alpha[i];
-        let mut touched: Vec<usize> = ext.clone();
-        touched.sort_unstable();
-        touched.dedup();
         let mut acc = vec![0f64; c];
-        // log beta excluding the emission at t; start: the last frame may end in either final state
-        let mut beta = vec![NEG_INF; w + 2];
+        let mut gam = vec![0f64; w];
+        let mut lpg = vec![0f64; w];
+        // log beta excluding the emission at t, two trailing -inf pads; the last frame may end in
+        // either final state
+        let mut beta = vec![NEG_INF; ws];
+        let mut next = vec![NEG_INF; ws];
+        let mut v = vec![NEG_INF; ws];
         beta[w - 1] = 0.0;
         if w > 1 {
             beta[w - 2] = 0.0;
         }
-        let mut v = vec![NEG_INF; w + 2];
         for tt in (0..tb).rev() {
             let r = &x[(i * t + tt) * c..(i * t + tt + 1) * c];
             let (sh, ls) = match input {
                 CtcInput::Logits => (saved.shift[i * t + tt], saved.lnsum[i * t + tt]),
                 CtcInput::LogProbs => (E::zero(), 0.0),
             };
-            let arow = &alpha[tt * w..(tt + 1) * w];
-            for s in 0..w {
-                let g = arow[s] + beta[s] - ll;
-                if g > NEG_INF {
-                    acc[ext[s]] += g.exp();
-                }
+            let (lo, hi) = window(tt, tb, w);
+            let arow = &alpha[tt * ws + 2..(tt + 1) * ws];
+            exp_sum(&arow[lo..hi], &beta[lo..hi], -ll, &mut gam[lo..hi]);
+            for s in lo..hi {
+                acc[ex.ext[s]] += gam[s];
             }
             let orow = &mut slab[tt * c..(tt + 1) * c];
             match input {
                 CtcInput::Logits => {
                     E::row_exp_affine(r, sh, -ls, wgt, orow);
-                    for &k in &touched {
-                        let p = lp_of(r, k, input, sh, ls).exp();
+                    let shf = sh.to_f64();
+                    for &k in &ex.classes {
+                        let p = ((r[k].to_f64() - shf) - ls).exp();
                         orow[k] = E::from_f64((p - acc[k]) * wgt);
                         acc[k] = 0.0;
                     }
                 }
                 CtcInput::LogProbs => {
                     orow.iter_mut().for_each(|o| *o = E::zero());
-                    for &k in &touched {
+                    for &k in &ex.classes {
                         orow[k] = E::from_f64(-acc[k] * wgt);
                         acc[k] = 0.0;
                     }
@@ -237,23 +279,23 @@ pub(crate) fn backward<E: Elem>(
             if tt == 0 {
                 break;
             }
-            // beta_{t-1}[s] = lse(v[s], v[s+1], v[s+2] if skip[s+2]) with v = beta_t + lp_t
-            for s in 0..w {
-                v[s] = if beta[s] == NEG_INF {
-                    NEG_INF
-                } else {
-                    beta[s] + lp_of(r, ext[s], input, sh, ls)
-                };
+            // beta_{t-1}[s] = lse(v[s], v[s+1], v[s+2] if skip into s+2) with v = beta_t + lp_t
+            gather(r, &ex.ext, input, sh, ls, (lo, hi), &mut lpg);
+            v.iter_mut().for_each(|e| *e = NEG_INF);
+            for s in lo..hi {
+                v[s] = beta[s] + lpg[s];
             }
-            for s in 0..w {
-                let a = v[s];
-                let b1 = if s + 1 < w { v[s + 1] } else { NEG_INF };
-                beta[s] = if s + 2 < w && skip[s + 2] {
-                    lse3(a, b1, v[s + 2])
-                } else {
-                    lse2(a, b1)
-                };
-            }
+            let (plo, phi) = window(tt - 1, tb, w);
+            next.iter_mut().for_each(|e| *e = NEG_INF);
+            lse3_rows(
+                &v[plo..phi],
+                &v[plo + 1..phi + 1],
+                &v[plo + 2..phi + 2],
+                &ex.skip_add[plo + 2..phi + 2],
+                None,
+                &mut next[plo..phi],
+            );
+            std::mem::swap(&mut beta, &mut next);
         }
     });
 }

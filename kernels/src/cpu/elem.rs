@@ -110,7 +110,11 @@ pub fn exp_f32(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting rounds to an integer
     let xc = x.clamp(-87.336_55, 88.376_26);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let big = xc * LOG2E + ROUND;
+    let n = big - ROUND;
+    // the integer n sits in the low mantissa bits of `big`: build 2^n from bits, no float-to-int
+    // conversion (which would not vectorise)
+    let ni = big.to_bits().wrapping_sub(ROUND.to_bits());
     let r = xc - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -119,7 +123,7 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(ni.wrapping_add(127) << 23);
     let v = y * scale;
     let v = if x < -87.336_55 { 0.0 } else { v };
     let v = if x > 88.722_83 { f32::INFINITY } else { v };
@@ -211,7 +215,8 @@ pub fn lse2(a: f64, b: f64) -> f64 {
     m + (n - m).exp().ln_1p()
 }
 
-/// `ln(exp(a) + exp(b) + exp(c))` in f64.
+/// `ln(exp(a) + exp(b) + exp(c))` in f64 (the scalar reference for the vectorised rows).
+#[cfg(test)]
 #[inline]
 pub fn lse3(a: f64, b: f64, c: f64) -> f64 {
     let m = a.max(b).max(c);

@@ -2,6 +2,7 @@
 
 pub(crate) mod ctc;
 pub(crate) mod elem;
+pub(crate) mod lattice;
 pub(crate) mod rnnt;
 
 pub use elem::Elem;
