@@ -1,1 +1,6 @@
 //! candle modules of the acoustic models: log-mel front-end, Conformer encoder and CTC head.
+
+pub mod conformer;
+pub mod ctc;
+pub mod depthwise;
+pub mod layers;
