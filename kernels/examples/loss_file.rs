@@ -19,7 +19,16 @@ fn get<'a>(m: &'a HashMap<String, Tensor>, k: &str) -> Result<&'a Tensor> {
         .with_context(|| format!("input file has no tensor named {k:?}"))
 }
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // first line only: candle errors carry a backtrace in their Display when RUST_BACKTRACE is set
+        let msg = format!("{e:#}");
+        eprintln!("loss_file: {}", msg.lines().next().unwrap_or_default());
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [kind, input, output] = args.as_slice() else {
         bail!("usage: loss_file ctc|rnnt IN.safetensors OUT.safetensors");

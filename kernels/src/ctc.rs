@@ -167,7 +167,7 @@ fn prepare(
         keep,
         saved: Mutex::new(None),
     };
-    Ok((op, input.contiguous()?))
+    Ok((op, crate::reduce::kernel_input(input)?))
 }
 
 /// CTC loss of `input` `(B, T, C)` (logits, or log-probabilities with
@@ -210,7 +210,7 @@ pub fn ctc_loss_and_grad(
     let tl = op.batch.target_lengths();
     let b = op.batch.b;
     let weights: Vec<f64> = tl.iter().map(|&l| opts.reduction.weight(l, b)).collect();
-    let grad = op.grad_tensor(&x, &weights)?;
+    let grad = op.grad_tensor(&x, &weights)?.to_dtype(input.dtype())?;
     let loss = reduce(&per_sample, &tl, opts.reduction)?;
     Ok((loss, grad))
 }

@@ -180,7 +180,7 @@ fn prepare(
         keep,
         saved: Mutex::new(None),
     };
-    Ok((op, logits.contiguous()?))
+    Ok((op, crate::reduce::kernel_input(logits)?))
 }
 
 /// RNN-T loss of joint-network `logits` `(B, T, U + 1, C)` with the log-softmax fused,
@@ -222,7 +222,7 @@ pub fn rnnt_loss_and_grad(
     let tl = op.batch.target_lengths();
     let b = op.batch.b;
     let weights: Vec<f64> = tl.iter().map(|&l| opts.reduction.weight(l, b)).collect();
-    let grad = op.grad_tensor(&x, &weights)?;
+    let grad = op.grad_tensor(&x, &weights)?.to_dtype(logits.dtype())?;
     let loss = reduce(&per_sample, &tl, opts.reduction)?;
     Ok((loss, grad))
 }

@@ -153,3 +153,39 @@ fn ctc_long_input_is_stable_in_f32() {
         .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
     assert!(worst < 1e-5, "f32 vs f64 gradient differ by {worst:.2e}");
 }
+
+#[test]
+fn gradient_flows_through_upstream_ops_and_half_precision() {
+    // logits = 3 * w (an upstream op): d loss / d w = 3 * d loss / d logits; and a bf16 input is
+    // widened inside, its gradient coming back as bf16 close to the f32 one.
+    let shape = [2, 6, 5];
+    let x = values(2 * 6 * 5, 5, 1.0);
+    let targets = i64s(&[1, 2, 3, 0], &[2, 2]);
+    let il = i64s(&[6, 4], &[2]);
+    let tl = i64s(&[2, 1], &[2]);
+    let o = CtcOptions::default();
+    let w = Var::from_vec(
+        x.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        &shape[..],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let logits = w.as_tensor().affine(3.0, 0.0).unwrap();
+    let loss = ctc_loss(&logits, &targets, &il, &tl, &o).unwrap();
+    let gw = f64s(loss.backward().unwrap().get(w.as_tensor()).unwrap());
+    let (_, gl) = mezcla_kernels::ctc_loss_and_grad(&logits, &targets, &il, &tl, &o).unwrap();
+    for (a, b) in gw.iter().zip(f64s(&gl)) {
+        assert!((a - 3.0 * b).abs() < 1e-6, "{a} vs 3 * {b}");
+    }
+    let wb = Var::from_tensor(&w.as_tensor().to_dtype(candle_core::DType::BF16).unwrap()).unwrap();
+    let loss = ctc_loss(wb.as_tensor(), &targets, &il, &tl, &o).unwrap();
+    assert_eq!(loss.dtype(), candle_core::DType::F32);
+    let g = loss.backward().unwrap();
+    let gb = g.get(wb.as_tensor()).unwrap();
+    assert_eq!(gb.dtype(), candle_core::DType::BF16);
+    let (_, g32) =
+        mezcla_kernels::ctc_loss_and_grad(w.as_tensor(), &targets, &il, &tl, &o).unwrap();
+    for (a, b) in f64s(gb).iter().zip(f64s(&g32)) {
+        assert!((a - b).abs() < 2e-2, "bf16 {a} vs f32 {b}");
+    }
+}
