@@ -3,4 +3,5 @@
 pub mod conformer;
 pub mod ctc;
 pub mod depthwise;
+pub mod frontend;
 pub mod layers;
