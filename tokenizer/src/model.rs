@@ -157,6 +157,10 @@ pub struct SentencePieceModel {
     byte_ids: Vec<u32>,
     min_score: f32,
     max_score: f32,
+    /// Per id: score and type, compact for the segmenters' inner loops.
+    scores: Vec<f32>,
+    kinds: Vec<PieceType>,
+    has_unused: bool,
 }
 
 fn bad(path: &str, reason: impl Into<String>) -> Error {
@@ -317,6 +321,9 @@ impl SentencePieceModel {
         };
         let user_defined = (!user_defined.is_empty())
             .then(|| Trie::new(user_defined.iter().map(|s| (s.as_bytes(), 0))));
+        let pieces_scores: Vec<f32> = pieces.iter().map(|p| p.score).collect();
+        let pieces_kinds: Vec<PieceType> = pieces.iter().map(|p| p.kind).collect();
+        let has_unused = pieces_kinds.contains(&PieceType::Unused);
         Ok(SentencePieceModel {
             pieces,
             trainer_spec,
@@ -337,6 +344,9 @@ impl SentencePieceModel {
             byte_ids,
             min_score,
             max_score,
+            scores: pieces_scores,
+            kinds: pieces_kinds,
+            has_unused,
         })
     }
 
@@ -445,18 +455,39 @@ impl SentencePieceModel {
 
     /// Encodes text into ids.
     pub fn encode_ids(&self, text: &str) -> Vec<u32> {
-        self.encode(text).into_iter().map(|t| t.id).collect()
+        let normalized = self.normalizer.normalize(text.as_bytes());
+        let segments = self.segment(&normalized);
+        let mut out = Vec::with_capacity(segments.len());
+        let mut prev_unk = false;
+        for (a, b, id) in segments {
+            let is_unk = id == self.unk_id;
+            if is_unk && self.byte_fallback {
+                out.extend(
+                    normalized[a..b]
+                        .iter()
+                        .map(|&byte| self.byte_ids[byte as usize]),
+                );
+            } else if !(is_unk && prev_unk) {
+                out.push(id);
+            }
+            prev_unk = is_unk;
+        }
+        out
+    }
+
+    fn segment(&self, normalized: &[u8]) -> Vec<(usize, usize, u32)> {
+        match self.model_type {
+            ModelType::Unigram => self.segment_unigram(normalized),
+            ModelType::Bpe => self.segment_bpe(normalized),
+            ModelType::Word => self.segment_word(normalized),
+            ModelType::Char => self.segment_char(normalized),
+        }
     }
 
     /// Encodes text into tokens (piece and id), exactly as `SentencePieceProcessor::Encode`.
     pub fn encode(&self, text: &str) -> Vec<Token> {
         let normalized = self.normalizer.normalize(text.as_bytes());
-        let segments = match self.model_type {
-            ModelType::Unigram => self.segment_unigram(&normalized),
-            ModelType::Bpe => self.segment_bpe(&normalized),
-            ModelType::Word => self.segment_word(&normalized),
-            ModelType::Char => self.segment_char(&normalized),
-        };
+        let segments = self.segment(&normalized);
         let mut out: Vec<Token> = Vec::with_capacity(segments.len());
         let mut prev_unk = false;
         for (a, b, id) in segments {
@@ -485,12 +516,12 @@ impl SentencePieceModel {
 
     #[inline]
     fn is_unused(&self, id: u32) -> bool {
-        self.pieces[id as usize].kind == PieceType::Unused
+        self.kinds[id as usize] == PieceType::Unused
     }
 
     #[inline]
     fn is_user_defined(&self, id: u32) -> bool {
-        self.pieces[id as usize].kind == PieceType::UserDefined
+        self.kinds[id as usize] == PieceType::UserDefined
     }
 
     /// Unigram Viterbi (the reference's `EncodeOptimized`, including its float/double arithmetic).
@@ -527,7 +558,7 @@ impl SentencePieceModel {
                 let score: f32 = if self.is_user_defined(id) {
                     len as f32 * self.max_score - 0.1
                 } else {
-                    self.pieces[id as usize].score
+                    self.scores[id as usize]
                 };
                 let cand = score + till;
                 let t = &mut best[starts_at + len];
@@ -595,9 +626,9 @@ impl SentencePieceModel {
         }
         struct Pair {
             score: f32,
-            left: usize,
-            right: usize,
-            size: usize,
+            left: u32,
+            right: u32,
+            size: u32,
         }
         impl PartialEq for Pair {
             fn eq(&self, o: &Self) -> bool {
@@ -654,12 +685,12 @@ impl SentencePieceModel {
             let piece = &s[a.start..a.start + a.len + b.len];
             if let Some(id) = self.trie.get(piece) {
                 heap.push(Pair {
-                    score: self.pieces[id as usize].score,
-                    left: l as usize,
-                    right: r as usize,
-                    size: piece.len(),
+                    score: self.scores[id as usize],
+                    left: l as u32,
+                    right: r as u32,
+                    size: piece.len() as u32,
                 });
-                if self.is_unused(id) {
+                if self.has_unused && self.is_unused(id) {
                     rev.insert(
                         (a.start, a.len + b.len),
                         ((a.start, a.len), (b.start, b.len)),
@@ -671,31 +702,20 @@ impl SentencePieceModel {
             add(i as isize - 1, i as isize, &syms, &mut heap, &mut rev_merge);
         }
         while let Some(top) = heap.pop() {
-            let (l, r) = (syms[top.left], syms[top.right]);
-            if l.len == 0 || r.len == 0 || l.len + r.len != top.size {
+            let (tl, tr) = (top.left as usize, top.right as usize);
+            let (l, r) = (syms[tl], syms[tr]);
+            if l.len == 0 || r.len == 0 || l.len + r.len != top.size as usize {
                 continue;
             }
-            syms[top.left].len += r.len;
-            syms[top.left].next = r.next;
+            syms[tl].len += r.len;
+            syms[tl].next = r.next;
             if r.next >= 0 {
-                syms[r.next as usize].prev = top.left as isize;
+                syms[r.next as usize].prev = tl as isize;
             }
-            syms[top.right].len = 0;
-            let left = syms[top.left];
-            add(
-                left.prev,
-                top.left as isize,
-                &syms,
-                &mut heap,
-                &mut rev_merge,
-            );
-            add(
-                top.left as isize,
-                left.next,
-                &syms,
-                &mut heap,
-                &mut rev_merge,
-            );
+            syms[tr].len = 0;
+            let left = syms[tl];
+            add(left.prev, tl as isize, &syms, &mut heap, &mut rev_merge);
+            add(tl as isize, left.next, &syms, &mut heap, &mut rev_merge);
         }
         let mut out = Vec::new();
         fn reseg(

@@ -35,6 +35,11 @@ fn encode_and_decode_match_reference() {
                 let ids: Vec<u32> = toks.iter().map(|t| t.id).collect();
                 let pieces: Vec<String> = toks.iter().map(|t| t.piece.clone()).collect();
                 let want_ids = ids_of(&c["ids"]);
+                assert_eq!(
+                    model.encode_ids(text),
+                    want_ids,
+                    "{name}: encode_ids({text:?})"
+                );
                 let want_pieces = strs_of(&c["pieces"]);
                 if ids != want_ids || pieces != want_pieces {
                     mismatches.push(format!(

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::{Prepared, TrainOptions, UNK_CHAR};
 use crate::error::{Error, Result};
-use crate::trie::Trie;
+use crate::trie::PointerTrie as Trie;
 
 const SEED_SIZE: usize = 1_000_000;
 const SHRINKING_FACTOR: f64 = 0.75;
