@@ -662,13 +662,15 @@ impl MelFrontend {
         let pad_to = match &c.pad_to {
             PadTo::Frames(n) if *n >= 0 => *n as usize,
             PadTo::Frames(n) => return Err(cfg_err("pad_to", format!("{n} is negative"))),
-            PadTo::Name(n) => return Err(cfg_err(
-                "pad_to",
-                format!(
+            PadTo::Name(n) => {
+                return Err(cfg_err(
+                    "pad_to",
+                    format!(
                     "`{n}` is not supported (NeMo's FilterbankFeatures fails on pad_to: \"max\" \
                          in its constructor); give a frame multiple or 0"
                 ),
-            )),
+                ))
+            }
         };
         if !(c.dither >= 0.0 && c.dither.is_finite()) {
             return Err(cfg_err(

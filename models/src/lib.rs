@@ -4,5 +4,5 @@ pub mod conformer;
 pub mod ctc;
 pub mod depthwise;
 pub mod frontend;
-pub mod specaug;
 pub mod layers;
+pub mod specaug;
