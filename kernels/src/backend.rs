@@ -6,7 +6,7 @@ use candle_core::Device;
 /// Where a loss kernel runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// The rayon-parallel CPU kernels in [`crate::cpu`].
+    /// The rayon-parallel CPU kernels (module `cpu`).
     Cpu,
     /// CUDA kernels: not implemented yet, they land with the GPU issue.
     Cuda,

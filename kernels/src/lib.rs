@@ -8,7 +8,7 @@
 
 mod backend;
 mod batch;
-pub mod cpu;
+mod cpu;
 mod ctc;
 mod error;
 mod options;

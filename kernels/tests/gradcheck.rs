@@ -189,3 +189,34 @@ fn gradient_flows_through_upstream_ops_and_half_precision() {
         assert!((a - b).abs() < 2e-2, "bf16 {a} vs f32 {b}");
     }
 }
+
+#[test]
+fn strided_input_gives_the_same_loss_and_gradient() {
+    // a (T, B, C) tensor transposed to (B, T, C) is not contiguous: the op copies it, and the
+    // gradient flows back through the copy and the transpose
+    let (b, t, c) = (3, 8, 5);
+    let x = values(b * t * c, 9, 2.0);
+    let targets = i64s(&[1, 2, 1, 3, 0, 0], &[3, 2]);
+    let il = i64s(&[8, 6, 5], &[3]);
+    let tl = i64s(&[2, 2, 0], &[3]);
+    let o = CtcOptions::default();
+    let contiguous = Tensor::from_vec(x.clone(), &[b, t, c][..], &Device::Cpu).unwrap();
+    let (l1, g1) = mezcla_kernels::ctc_loss_and_grad(&contiguous, &targets, &il, &tl, &o).unwrap();
+    let tbc = Var::from_tensor(&contiguous.transpose(0, 1).unwrap().contiguous().unwrap()).unwrap();
+    let view = tbc.as_tensor().transpose(0, 1).unwrap();
+    assert!(!view.is_contiguous());
+    let l2 = ctc_loss(&view, &targets, &il, &tl, &o).unwrap();
+    assert_eq!(f64s(&l1), f64s(&l2));
+    let g2 = loss_grad_btc(&l2, &tbc);
+    assert_eq!(f64s(&g1), f64s(&g2));
+}
+
+fn loss_grad_btc(loss: &Tensor, tbc: &Var) -> Tensor {
+    let g = loss.backward().unwrap();
+    g.get(tbc.as_tensor())
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+}

@@ -5,4 +5,4 @@ pub(crate) mod elem;
 pub(crate) mod lattice;
 pub(crate) mod rnnt;
 
-pub use elem::Elem;
+pub(crate) use elem::Elem;
