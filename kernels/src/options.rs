@@ -78,3 +78,21 @@ pub struct RnntOptions {
     /// `1 + lambda` before the log-softmax (FastEmit's eq. 10).
     pub fastemit_lambda: f32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reduction_parse_and_weights() {
+        assert_eq!(Reduction::parse("mean_batch"), Some(Reduction::MeanBatch));
+        assert_eq!(Reduction::parse("none"), Some(Reduction::None));
+        assert_eq!(Reduction::parse("sum"), Some(Reduction::Sum));
+        assert_eq!(Reduction::parse("mean"), Some(Reduction::Mean));
+        assert_eq!(Reduction::parse("avg"), None);
+        assert_eq!(Reduction::Mean.weight(0, 4), 0.25);
+        assert_eq!(Reduction::Mean.weight(5, 4), 0.05);
+        assert_eq!(Reduction::MeanBatch.weight(5, 4), 0.25);
+        assert_eq!(Reduction::Sum.weight(5, 4), 1.0);
+    }
+}
