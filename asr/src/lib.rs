@@ -1,3 +1,10 @@
-//! The `mezcla` command line and, as the pipeline grows, training, decoding and metrics.
+//! The `mezcla` command line, model folders, decoding, training and metrics.
 
 pub mod cli;
+pub mod dataset;
+pub mod decode;
+pub mod evaluate;
+pub mod metrics;
+pub mod model;
+pub mod output;
+pub mod train;

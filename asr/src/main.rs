@@ -5,7 +5,12 @@ use clap::Parser;
 fn main() {
     let cli = mezcla_asr::cli::Cli::parse();
     if let Err(err) = mezcla_asr::cli::run(cli) {
-        eprintln!("error: {err:#}");
+        // Some library errors carry a backtrace after their message; the user gets the message line.
+        let text = format!("{err:#}");
+        eprintln!(
+            "error: {}",
+            text.lines().next().unwrap_or("unknown error").trim_end()
+        );
         std::process::exit(1);
     }
 }

@@ -4,7 +4,9 @@
 //! so a NeMo checkpoint loads by name alone.
 
 use candle_core::{DType, Device, Result, Tensor, D};
-use candle_nn::{Conv1d, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Conv1d, Linear, VarBuilder};
+
+use crate::conv2d::Conv2dLayer;
 
 use crate::depthwise::DepthwiseConv1dLayer;
 use serde::{Deserialize, Serialize};
@@ -200,7 +202,7 @@ pub fn time_mask(lengths: &[usize], b: usize, t: usize, device: &Device) -> Resu
 }
 
 enum SubLayer {
-    Conv(Conv2d, /* strided */ bool),
+    Conv(Conv2dLayer),
     Relu,
 }
 
@@ -213,11 +215,6 @@ pub struct ConvSubsampling {
 impl ConvSubsampling {
     pub fn new(cfg: &ConformerConfig, vb: VarBuilder) -> Result<Self> {
         let c = cfg.conv_channels();
-        let strided = Conv2dConfig {
-            padding: 1,
-            stride: 2,
-            ..Default::default()
-        };
         let vbc = vb.pp("conv");
         let mut layers = Vec::new();
         let mut idx = 0;
@@ -226,36 +223,52 @@ impl ConvSubsampling {
             Subsampling::Striding => {
                 for s in 0..cfg.stages() {
                     let cin = if s == 0 { 1 } else { c };
-                    layers.push(SubLayer::Conv(
-                        candle_nn::conv2d(cin, c, 3, strided, vbc.pp(idx))?,
-                        true,
-                    ));
+                    layers.push(SubLayer::Conv(Conv2dLayer::new(
+                        cin,
+                        c,
+                        3,
+                        2,
+                        1,
+                        1,
+                        vbc.pp(idx),
+                    )?));
                     layers.push(SubLayer::Relu);
                     idx += 2;
                     freq = (freq - 1) / 2 + 1;
                 }
             }
             Subsampling::DwStriding => {
-                layers.push(SubLayer::Conv(
-                    candle_nn::conv2d(1, c, 3, strided, vbc.pp(0))?,
-                    true,
-                ));
+                layers.push(SubLayer::Conv(Conv2dLayer::new(
+                    1,
+                    c,
+                    3,
+                    2,
+                    1,
+                    1,
+                    vbc.pp(0),
+                )?));
                 layers.push(SubLayer::Relu);
                 idx = 2;
                 freq = (freq - 1) / 2 + 1;
                 for _ in 1..cfg.stages() {
-                    let dw = Conv2dConfig {
-                        groups: c,
-                        ..strided
-                    };
-                    layers.push(SubLayer::Conv(
-                        candle_nn::conv2d(c, c, 3, dw, vbc.pp(idx))?,
-                        true,
-                    ));
-                    layers.push(SubLayer::Conv(
-                        candle_nn::conv2d(c, c, 1, Default::default(), vbc.pp(idx + 1))?,
-                        false,
-                    ));
+                    layers.push(SubLayer::Conv(Conv2dLayer::new(
+                        c,
+                        c,
+                        3,
+                        2,
+                        1,
+                        c,
+                        vbc.pp(idx),
+                    )?));
+                    layers.push(SubLayer::Conv(Conv2dLayer::new(
+                        c,
+                        c,
+                        1,
+                        1,
+                        0,
+                        1,
+                        vbc.pp(idx + 1),
+                    )?));
                     layers.push(SubLayer::Relu);
                     idx += 3;
                     freq = (freq - 1) / 2 + 1;
@@ -272,9 +285,9 @@ impl ConvSubsampling {
         let mut x = mask_time_4d(&x.unsqueeze(1)?, &lengths)?;
         for layer in &self.layers {
             x = match layer {
-                SubLayer::Conv(conv, strided) => {
-                    let y = x.apply(conv)?;
-                    if *strided {
+                SubLayer::Conv(conv) => {
+                    let y = conv.forward(&x)?;
+                    if conv.strided() {
                         for l in &mut lengths {
                             *l = if *l == 0 { 0 } else { (*l - 1) / 2 + 1 };
                         }

@@ -60,11 +60,72 @@ pub fn softmax_last(x: &Tensor, train: bool) -> Result<Tensor> {
     }
 }
 
-/// Dropout with probability `p` in training, identity otherwise.
+thread_local! {
+    static DROPOUT_RNG: std::cell::RefCell<rand_chacha::ChaCha8Rng> =
+        std::cell::RefCell::new(rand::SeedableRng::seed_from_u64(0));
+}
+
+/// Seeds this thread's dropout masks, so that a training step can be replayed exactly (e.g. after a resume).
+pub fn seed_dropout(seed: u64) {
+    DROPOUT_RNG.with(|r| *r.borrow_mut() = rand::SeedableRng::seed_from_u64(seed));
+}
+
+/// Dropout with probability `p` in training (inverted scaling, masks from [`seed_dropout`]'s generator),
+/// identity otherwise.
 pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
-    if train && p > 0.0 {
-        candle_nn::ops::dropout(x, p)
-    } else {
-        Ok(x.clone())
+    if !(train && p > 0.0) {
+        return Ok(x.clone());
+    }
+    if p >= 1.0 {
+        return x.zeros_like();
+    }
+    let n = x.elem_count();
+    let scale = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = DROPOUT_RNG.with(|r| {
+        let mut r = r.borrow_mut();
+        (0..n)
+            .map(|_| {
+                if rand::Rng::random::<f32>(&mut *r) < p {
+                    0.0
+                } else {
+                    scale
+                }
+            })
+            .collect()
+    });
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x * mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn dropout_is_seeded_and_keeps_the_expectation() {
+        let x = Tensor::ones((100, 100), candle_core::DType::F32, &Device::Cpu).unwrap();
+        seed_dropout(5);
+        let a = dropout(&x, 0.3, true).unwrap();
+        seed_dropout(5);
+        let b = dropout(&x, 0.3, true).unwrap();
+        let (va, vb) = (
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        assert_eq!(va, vb);
+        let zeros = va.iter().filter(|v| **v == 0.0).count() as f64 / va.len() as f64;
+        assert!((zeros - 0.3).abs() < 0.02, "{zeros}");
+        let mean = va.iter().sum::<f32>() / va.len() as f32;
+        assert!((mean - 1.0).abs() < 0.03, "{mean}");
+        assert_eq!(
+            dropout(&x, 0.3, false)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            10000.0
+        );
     }
 }

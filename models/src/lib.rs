@@ -1,6 +1,7 @@
 //! candle modules of the acoustic models: log-mel front-end, Conformer encoder and CTC head.
 
 pub mod conformer;
+pub mod conv2d;
 pub mod ctc;
 pub mod depthwise;
 pub mod frontend;

@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 
 pub mod datagen;
 pub mod tokenizer;
+pub mod train;
+pub mod transcribe;
 
 /// mezcla: speech recognition for code-switched speech, with a language on every word.
 #[derive(Debug, Parser)]
@@ -19,6 +21,14 @@ pub enum Command {
     Datagen(datagen::DatagenArgs),
     /// SentencePiece and concatenated (per-language) tokenizers: train, concat, encode, decode, info.
     Tokenizer(tokenizer::TokenizerArgs),
+    /// Transcribe audio with a language tag on every word (text, JSON, SRT or WebVTT).
+    Transcribe(transcribe::TranscribeArgs),
+    /// Identify the language of each file and of each word.
+    Lid(transcribe::LidArgs),
+    /// Train a Conformer-CTC model from a TOML config (resumable).
+    Train(train::TrainArgs),
+    /// Score a model on a manifest: WER, CER, WER per language, LID accuracy, RTFx.
+    Eval(train::EvalArgs),
 }
 
 /// Runs one parsed command line.
@@ -26,5 +36,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Datagen(args) => datagen::run(args),
         Command::Tokenizer(args) => tokenizer::run(args),
+        Command::Transcribe(args) => transcribe::run_transcribe(args),
+        Command::Lid(args) => transcribe::run_lid(args),
+        Command::Train(args) => train::run_train(args),
+        Command::Eval(args) => train::run_eval(args),
     }
 }

@@ -1,0 +1,88 @@
+//! `mezcla train` and `mezcla eval`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::cli::transcribe::ModelArgs;
+use crate::train::{self, TrainConfig};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The run's TOML config (see README: Training).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Continue from the latest checkpoint in the run's out_dir.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Manifest with references (text as segments, or string + lang).
+    #[arg(long)]
+    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print the scores as JSON (with every utterance's hypothesis under "utterances").
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_train(a: TrainArgs) -> Result<()> {
+    let cfg = TrainConfig::read(&a.config)?;
+    let summary = train::run(&cfg, a.resume, !a.json)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "trained {} steps ({} parameters) in {:.1} s; final loss {:.4}{}; model: {}",
+            summary.steps,
+            summary.parameters,
+            summary.seconds,
+            summary.final_loss,
+            summary
+                .best_val_wer
+                .map(|w| format!(", best validation WER {:.2}%", w * 100.0))
+                .unwrap_or_default(),
+            summary.model.display()
+        );
+    }
+    Ok(())
+}
+
+pub fn run_eval(a: EvalArgs) -> Result<()> {
+    let opts = a.model.decode_options()?;
+    let model = a.model.load()?;
+    let utts = crate::dataset::load(&a.manifest, &model.tokenizer)?;
+    let (s, hyps) = crate::evaluate::evaluate(&model, &utts, &opts, !a.json)?;
+    if a.json {
+        let mut v = serde_json::to_value(&s)?;
+        v["utterances"] = serde_json::to_value(&hyps)?;
+        println!("{v}");
+        return Ok(());
+    }
+    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0));
+    println!("utterances         {}", s.utterances);
+    println!("WER                {:.2}%", s.wer * 100.0);
+    println!("CER                {:.2}%", s.cer * 100.0);
+    for (lang, l) in &s.per_language {
+        println!(
+            "WER [{lang}]{}{}",
+            " ".repeat(13usize.saturating_sub(lang.len())),
+            pct(l.wer)
+        );
+    }
+    println!("token LID          {}", pct(s.token_lid_accuracy));
+    println!("word LID           {}", pct(s.word_lid_accuracy));
+    println!("utterance LID      {}", pct(s.utterance_lid_accuracy));
+    println!(
+        "RTFx               {}",
+        s.rtfx.map_or("-".to_string(), |r| format!("{r:.1}"))
+    );
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! `mezcla transcribe` and `mezcla lid`: audio files in, text with language tags (or languages) out.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use mezcla_datagen::audio::read_wav_at;
+use mezcla_datagen::manifest::Manifest;
+
+use crate::decode::Transcript;
+use crate::model::{AsrModel, DecodeOptions};
+use crate::output::{self, Format};
+
+/// Options shared by the commands that run a model.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model folder (config.json, model.safetensors, tokenizer/).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Beam size of the CTC prefix beam search (1: greedy).
+    #[arg(long, default_value_t = 1)]
+    pub beam: usize,
+    /// Audio longer than this many seconds is transcribed in overlapping chunks.
+    #[arg(long, default_value_t = 30.0)]
+    pub chunk_seconds: f64,
+    /// Overlap of consecutive chunks in seconds.
+    #[arg(long, default_value_t = 4.0)]
+    pub overlap_seconds: f64,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<AsrModel> {
+        match &self.model {
+            Some(dir) => AsrModel::load(dir),
+            None => bail!(
+                "give a model folder with --model (this build has no embedded default model yet)"
+            ),
+        }
+    }
+
+    pub fn decode_options(&self) -> Result<DecodeOptions> {
+        if self.beam == 0 {
+            bail!("--beam must be at least 1");
+        }
+        Ok(DecodeOptions {
+            beam: self.beam,
+            chunk_seconds: self.chunk_seconds,
+            overlap_seconds: self.overlap_seconds,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TranscribeArgs {
+    /// WAV files or folders of WAV files.
+    pub audio: Vec<PathBuf>,
+    /// A NeMo manifest whose audio_filepath entries to transcribe.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write to this file, or into this folder (one file per input) if it is a folder or ends with '/'.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LidArgs {
+    /// WAV files or folders of WAV files.
+    pub audio: Vec<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// One JSON object per file: audio_filepath, lang, share, words.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The audio inputs of a command: files and folders, plus a manifest's entries.
+pub fn inputs(audio: &[PathBuf], manifest: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let mut files = output::expand_inputs(audio)?;
+    if let Some(m) = manifest {
+        let m = Manifest::read(m)?;
+        files.extend((0..m.entries.len()).map(|i| m.audio_path(i)));
+    }
+    if files.is_empty() {
+        bail!("no audio given: name WAV files or folders, or --manifest");
+    }
+    Ok(files)
+}
+
+/// Runs the model over each file; a file that fails is reported on stderr and the others go on.
+/// Returns the number of failures.
+fn for_each_file(
+    model: &AsrModel,
+    opts: &DecodeOptions,
+    files: &[PathBuf],
+    mut each: impl FnMut(&Path, &Transcript) -> Result<()>,
+) -> Result<usize> {
+    let bar = mezcla_datagen::progress::items_bar(files.len() as u64, files.len() > 3, "files");
+    let mut failed = 0;
+    for f in files {
+        let result = read_wav_at(f, model.sample_rate())
+            .map_err(anyhow::Error::from)
+            .and_then(|a| {
+                if a.samples.is_empty() {
+                    bail!("{}: the file has no samples", f.display());
+                }
+                model
+                    .transcribe(&a.samples, opts)
+                    .with_context(|| f.display().to_string())
+            });
+        bar.inc(1);
+        match result {
+            Ok(t) => each(f, &t)?,
+            Err(e) => {
+                bar.suspend(|| eprintln!("error: {e:#}"));
+                failed += 1;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(failed)
+}
+
+pub fn run_transcribe(a: TranscribeArgs) -> Result<()> {
+    let files = inputs(&a.audio, a.manifest.as_deref())?;
+    let opts = a.model.decode_options()?;
+    let model = a.model.load()?;
+    let folder = a
+        .output
+        .as_ref()
+        .filter(|o| o.is_dir() || o.as_os_str().to_string_lossy().ends_with('/'));
+    if let Some(dir) = folder {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+    let mut collected = String::new();
+    let many = files.len() > 1;
+    let stdout = std::io::stdout();
+    let failed = for_each_file(&model, &opts, &files, |f, t| {
+        let name = f.display().to_string();
+        let text = output::render(a.format, &name, t);
+        if let Some(dir) = folder {
+            let path = output::output_file(dir, f, a.format);
+            mezcla_datagen::atomic::write_atomic(
+                &path,
+                format!("{}\n", text.trim_end()).as_bytes(),
+            )
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+            return Ok(());
+        }
+        let block = match a.format {
+            Format::Text if many => format!("{name}\t{text}\n"),
+            Format::Srt | Format::Vtt if many => format!("# {name}\n{text}"),
+            _ => format!("{}\n", text.trim_end_matches('\n')),
+        };
+        if a.output.is_some() {
+            collected.push_str(&block);
+        } else {
+            stdout.lock().write_all(block.as_bytes())?;
+        }
+        Ok(())
+    })?;
+    if let (Some(path), None) = (&a.output, folder) {
+        mezcla_datagen::atomic::write_atomic(path, collected.as_bytes())
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    if failed > 0 {
+        bail!("{failed} of {} files could not be transcribed", files.len());
+    }
+    Ok(())
+}
+
+pub fn run_lid(a: LidArgs) -> Result<()> {
+    let files = inputs(&a.audio, None)?;
+    let opts = a.model.decode_options()?;
+    let model = a.model.load()?;
+    let stdout = std::io::stdout();
+    let failed = for_each_file(&model, &opts, &files, |f, t| {
+        let share = if t.tokens.is_empty() {
+            0.0
+        } else {
+            t.tokens.iter().filter(|k| k.lang == t.lang).count() as f64 / t.tokens.len() as f64
+        };
+        let line = if a.json {
+            serde_json::json!({
+                "audio_filepath": f.display().to_string(),
+                "lang": t.lang,
+                "share": share,
+                "words": t.words,
+            })
+            .to_string()
+        } else {
+            let words: Vec<String> = t
+                .words
+                .iter()
+                .map(|w| format!("{}/{}", w.word, w.lang))
+                .collect();
+            format!(
+                "{}\t{}\t{:.1}%\t{}",
+                f.display(),
+                if t.lang.is_empty() { "-" } else { &t.lang },
+                share * 100.0,
+                words.join(" ")
+            )
+        };
+        writeln!(stdout.lock(), "{line}")?;
+        Ok(())
+    })?;
+    if failed > 0 {
+        bail!("{failed} of {} files could not be processed", files.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! A trained model as one folder (config, weights, tokenizer) and running it: audio → log-probs → transcript.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use mezcla_models::conformer::{ConformerConfig, ConformerEncoder};
+use mezcla_models::ctc::CtcHead;
+use mezcla_models::frontend::{FrontendOptions, MelFrontend, PadTo, PreprocessorConfig};
+use mezcla_tokenizer::ConcatTokenizer;
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{self, Emission, LogProbs, Transcript};
+
+/// Name of the model's configuration file inside its folder.
+pub const CONFIG_FILE: &str = "config.json";
+/// Name of the weights file inside a model folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Name of the tokenizer folder inside a model folder.
+pub const TOKENIZER_DIR: &str = "tokenizer";
+const FORMAT: &str = "mezcla-asr-model/1";
+
+/// `config.json` of a model folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub format: String,
+    /// NeMo's preprocessor block.
+    pub preprocessor: PreprocessorConfig,
+    /// NeMo's pre-2025 front-end (+1 frame, reflect padding), for checkpoints trained with it.
+    #[serde(default)]
+    pub legacy_frontend: bool,
+    /// NeMo's ConformerEncoder block.
+    pub encoder: ConformerConfig,
+    /// Vocabulary size V of the tokenizer; the CTC head has V + 1 outputs, blank last.
+    pub vocab_size: usize,
+}
+
+impl ModelConfig {
+    /// A model config for the tokenizer's vocabulary, NeMo's Conformer-CTC front-end (80 mels) and a preset.
+    pub fn new(preset: &str, vocab_size: usize) -> Result<Self> {
+        let preprocessor = PreprocessorConfig {
+            window_size: Some(0.025),
+            window_stride: Some(0.01),
+            features: 80,
+            n_fft: Some(512),
+            pad_to: PadTo::Frames(0),
+            ..PreprocessorConfig::default()
+        };
+        let encoder = ConformerConfig::preset(preset, 80).with_context(|| {
+            format!("unknown model preset {preset:?} (tiny, small, medium or large)")
+        })?;
+        Ok(Self {
+            format: FORMAT.into(),
+            preprocessor,
+            legacy_frontend: false,
+            encoder,
+            vocab_size,
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the model config", path.display()))?;
+        let cfg: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{}: invalid model config", path.display()))?;
+        if cfg.format != FORMAT {
+            bail!(
+                "{}: unsupported model format {:?} (expected {FORMAT:?})",
+                path.display(),
+                cfg.format
+            );
+        }
+        cfg.encoder
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+}
+
+/// A loaded model: front-end, encoder, CTC head and tokenizer.
+pub struct AsrModel {
+    pub config: ModelConfig,
+    pub frontend: MelFrontend,
+    pub encoder: ConformerEncoder,
+    pub head: CtcHead,
+    pub tokenizer: ConcatTokenizer,
+    pub device: Device,
+}
+
+/// How to decode.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    /// 1: greedy; more: CTC prefix beam search with that many prefixes.
+    pub beam: usize,
+    /// Audio longer than this (seconds) is transcribed in chunks.
+    pub chunk_seconds: f64,
+    /// Overlap between consecutive chunks (seconds).
+    pub overlap_seconds: f64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            beam: 1,
+            chunk_seconds: 30.0,
+            overlap_seconds: 4.0,
+        }
+    }
+}
+
+impl AsrModel {
+    /// Builds the modules from a config under a VarBuilder with NeMo's names (`encoder.…`, `decoder.…`).
+    pub fn build(
+        config: ModelConfig,
+        tokenizer: ConcatTokenizer,
+        vb: VarBuilder,
+        device: &Device,
+    ) -> Result<Self> {
+        if tokenizer.vocab_size() != config.vocab_size {
+            bail!(
+                "the tokenizer has {} tokens but the model expects {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            );
+        }
+        let options = FrontendOptions {
+            legacy: config.legacy_frontend,
+            ..Default::default()
+        };
+        let frontend = MelFrontend::with_options(&config.preprocessor, options)?;
+        if frontend.n_features() != config.encoder.feat_in {
+            bail!(
+                "the front-end gives {} features but encoder.feat_in is {}",
+                frontend.n_features(),
+                config.encoder.feat_in
+            );
+        }
+        let encoder = ConformerEncoder::new(&config.encoder, vb.pp("encoder"))?;
+        let head = CtcHead::new(
+            config.encoder.output_dim(),
+            config.vocab_size,
+            vb.pp("decoder"),
+        )?;
+        Ok(Self {
+            config,
+            frontend,
+            encoder,
+            head,
+            tokenizer,
+            device: device.clone(),
+        })
+    }
+
+    /// Loads a model folder: `config.json`, `model.safetensors` (f32, f16 or bf16) and `tokenizer/`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("{}: not a model folder", dir.display());
+        }
+        let config = ModelConfig::read(&dir.join(CONFIG_FILE))?;
+        let tok_dir = dir.join(TOKENIZER_DIR);
+        let tokenizer = ConcatTokenizer::load(&tok_dir)
+            .with_context(|| format!("{}: cannot load the tokenizer", tok_dir.display()))?;
+        let weights = dir.join(WEIGHTS_FILE);
+        let device = Device::Cpu;
+        let tensors = candle_core::safetensors::load(&weights, &device)
+            .with_context(|| format!("{}: cannot read the weights", weights.display()))?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        Self::build(config, tokenizer, vb, &device)
+            .with_context(|| format!("{}: the weights do not fit the config", dir.display()))
+    }
+
+    /// Seconds of audio per encoder output frame.
+    pub fn frame_seconds(&self) -> f64 {
+        self.frontend.hop_length() as f64 / self.frontend.sample_rate() as f64
+            * self.config.encoder.subsampling_factor as f64
+    }
+
+    /// Sample rate the model expects.
+    pub fn sample_rate(&self) -> u32 {
+        self.frontend.sample_rate()
+    }
+
+    /// Log-probabilities [B, T', V+1] and valid frames for a batch of audio at the model's sample rate.
+    pub fn log_probs(&self, audios: &[&[f32]]) -> Result<(Tensor, Vec<usize>)> {
+        let batch = self.frontend.batch(audios, &self.device)?;
+        let (encoded, lengths) = self
+            .encoder
+            .forward(&batch.features, &batch.lengths, false)?;
+        Ok((self.head.log_probs(&encoded)?, lengths))
+    }
+
+    /// Greedy or beam emissions of each utterance of a batch, in that utterance's frames.
+    fn emissions(&self, audios: &[&[f32]], beam: usize) -> Result<Vec<Emission>> {
+        let (lp, lengths) = self.log_probs(audios)?;
+        let (_, t, c) = lp.dims3()?;
+        let data = lp.flatten_all()?.to_vec1::<f32>()?;
+        let blank = self.tokenizer.blank_id();
+        let mut out = Vec::new();
+        for (i, &len) in lengths.iter().enumerate() {
+            let rows = LogProbs {
+                data: &data[i * t * c..(i * t + len) * c],
+                frames: len,
+                classes: c,
+            };
+            out.extend(if beam > 1 {
+                decode::prefix_beam(rows, blank, beam)
+            } else {
+                decode::greedy(rows, blank)
+            });
+        }
+        Ok(out)
+    }
+
+    /// Transcribes audio at the model's sample rate; long audio goes in overlapping chunks whose seams are
+    /// placed in pauses (runs of blank frames), so that no word is cut, doubled or lost.
+    pub fn transcribe(&self, audio: &[f32], opts: &DecodeOptions) -> Result<Transcript> {
+        let sr = self.sample_rate() as f64;
+        let chunk = (opts.chunk_seconds * sr) as usize;
+        let overlap = (opts.overlap_seconds * sr) as usize;
+        if chunk == 0 || overlap * 2 >= chunk {
+            bail!("the chunk must be longer than twice the overlap");
+        }
+        let fs = self.frame_seconds();
+        if audio.len() <= chunk {
+            let e = self.emissions(&[audio], opts.beam)?;
+            return Ok(decode::transcript(&self.tokenizer, &e, fs, 0.0)?);
+        }
+        let step = chunk - overlap;
+        let mut merged: Vec<Emission> = Vec::new();
+        // Frames are counted from the start of the file; `cut` is the first global frame the next chunk owns.
+        let mut cut = 0usize;
+        let mut start = 0usize;
+        let samples_per_frame = fs * sr;
+        loop {
+            let end = (start + chunk).min(audio.len());
+            let offset = (start as f64 / samples_per_frame).round() as usize;
+            let emissions = self.emissions(&[&audio[start..end]], opts.beam)?;
+            let last = end == audio.len();
+            let next_cut = if last {
+                usize::MAX
+            } else {
+                // The seam: the middle of the longest blank stretch in the middle half of the overlap.
+                let ov_start = ((start + step) as f64 / samples_per_frame) as usize;
+                let ov_end = (end as f64 / samples_per_frame) as usize;
+                let quarter = ov_end.saturating_sub(ov_start) / 4;
+                seam(&emissions, offset, ov_start + quarter, ov_end - quarter).max(cut)
+            };
+            for e in emissions {
+                let g = Emission {
+                    id: e.id,
+                    start: e.start + offset,
+                    end: e.end + offset,
+                };
+                if g.start >= cut && g.start < next_cut {
+                    merged.push(g);
+                }
+            }
+            if last {
+                break;
+            }
+            cut = next_cut;
+            start += step;
+        }
+        Ok(decode::transcript(&self.tokenizer, &merged, fs, 0.0)?)
+    }
+}
+
+/// The middle of the longest gap between emissions inside global frames [lo, hi).
+fn seam(emissions: &[Emission], offset: usize, lo: usize, hi: usize) -> usize {
+    let mut best = (0usize, (lo + hi) / 2);
+    let mut prev_end = lo;
+    for e in emissions {
+        let (s, en) = (e.start + offset, e.end + offset);
+        if en <= lo {
+            continue;
+        }
+        if s >= hi {
+            break;
+        }
+        if s > prev_end && s - prev_end > best.0 {
+            best = (s - prev_end, (prev_end + s) / 2);
+        }
+        prev_end = prev_end.max(en);
+    }
+    if hi > prev_end && hi - prev_end > best.0 {
+        best = (hi - prev_end, (prev_end + hi) / 2);
+    }
+    best.1
+}
+
+/// Writes a model folder: config, weights (as given) and tokenizer, each file atomically.
+pub fn save_model(
+    dir: &Path,
+    config: &ModelConfig,
+    tensors: &std::collections::HashMap<String, Tensor>,
+    tokenizer: &ConcatTokenizer,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let tmp = dir.join(format!(".{WEIGHTS_FILE}.tmp"));
+    candle_core::safetensors::save(tensors, &tmp)
+        .with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, &weights)
+        .with_context(|| format!("{}: cannot write", weights.display()))?;
+    tokenizer
+        .save(dir.join(TOKENIZER_DIR))
+        .with_context(|| format!("{}: cannot write the tokenizer", dir.display()))?;
+    let text = serde_json::to_string_pretty(config)? + "\n";
+    mezcla_datagen::atomic::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
+        .with_context(|| format!("{}: cannot write the config", dir.display()))?;
+    Ok(())
+}
