@@ -115,6 +115,9 @@ struct RawEdit {
 /// `len2 >= 10` (`levenshtein_align_hirschberg`).
 const HIRSCHBERG_MATRIX_BYTES: usize = 1024 * 1024;
 
+/// The largest full matrix [`matrix_align`] builds (4 bytes a cell: 128 MiB).
+const MAX_MATRIX_CELLS: usize = 1 << 25;
+
 fn common_affix<T: PartialEq>(a: &[T], b: &[T]) -> (usize, usize) {
     let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
     let suffix = a[prefix..]
@@ -237,7 +240,13 @@ fn align_recursive<T: PartialEq>(
     let max = max.min(s1.len().max(s2.len()));
     let full_band = s1.len().min(2 * max + 1);
     let matrix_size = 2 * full_band * s2.len() / 8;
-    if matrix_size < HIRSCHBERG_MATRIX_BYTES || s1.len() < 65 || s2.len() < 10 {
+    let rapidfuzz_uses_matrix =
+        matrix_size < HIRSCHBERG_MATRIX_BYTES || s1.len() < 65 || s2.len() < 10;
+    // Where rapidfuzz keeps only a narrow band of a huge matrix (long, nearly equal sequences) a full
+    // matrix would not fit: split with Hirschberg instead. The alignment stays optimal (same S+D+I);
+    // only the choice among tied alignments may then differ from rapidfuzz's.
+    let fits = (s1.len() + 1).saturating_mul(s2.len() + 1) <= MAX_MATRIX_CELLS;
+    if rapidfuzz_uses_matrix && (fits || s1.len() < 2 || s2.len() < 2) {
         matrix_align(s1, s2, src_pos, dest_pos, out);
     } else {
         let (m1, m2, left, right) = hirschberg_pos(s1, s2);
@@ -308,7 +317,8 @@ fn to_opcodes(edits: &[RawEdit], src_len: usize, dest_len: usize) -> Vec<Alignme
 
 /// The Levenshtein alignment of `reference` against `hypothesis` exactly as rapidfuzz's
 /// `Levenshtein.opcodes` (and hence jiwer) computes it, including its choice among tied optimal
-/// alignments. Works on any comparable units: words, characters, token ids.
+/// alignments (see [`EditCounts`] for the one exception, sequences beyond 2^25 matrix cells that
+/// rapidfuzz aligns in a narrow band). Works on any comparable units: words, characters, token ids.
 pub fn align<T: PartialEq>(reference: &[T], hypothesis: &[T]) -> Vec<AlignmentChunk> {
     let mut edits = Vec::new();
     let max = reference.len().max(hypothesis.len());
@@ -335,6 +345,9 @@ pub fn align<T: PartialEq>(reference: &[T], hypothesis: &[T]) -> Vec<AlignmentCh
 ///   first, Hyyrö's traceback from the end preferring deletion, then insertion, then the diagonal,
 ///   and Hirschberg's split at the first optimal reference position for big inputs), and this module
 ///   reproduces that rule, so hits, substitutions, deletions and insertions match jiwer one for one.
+///   One exception: long, nearly equal sequences whose full matrix would exceed 2^25 cells (where
+///   rapidfuzz keeps a narrow band) are split further with Hirschberg; the alignment is still
+///   optimal, but the S/D/I split of tied alignments may differ from rapidfuzz's there.
 /// * **Rates** ([`EditCounts`]): corpus-level, from summed counts: WER = (S + D + I) / (H + S + D),
 ///   MER = (S + D + I) / (H + S + D + I), WIP = (H / N_ref) · (H / N_hyp) (0 without hypothesis
 ///   words), WIL = 1 − WIP; CER is the WER formula over characters. Empty references inside a corpus
@@ -834,4 +847,255 @@ pub struct EvalSummary {
     pub processing_seconds: f64,
     /// Inverse real-time factor: audio seconds / processing seconds; `null` when no processing time.
     pub rtfx: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utt<'a>(
+        reference: &'a [(&'a str, &'a str)],
+        hypothesis: &'a [(&'a str, &'a str)],
+    ) -> Utterance<'a> {
+        Utterance {
+            reference,
+            hypothesis,
+            reference_tokens: None,
+            hypothesis_tokens: None,
+            reference_language: None,
+            predicted_language: None,
+            audio_seconds: 1.0,
+            processing_seconds: 0.25,
+        }
+    }
+
+    #[test]
+    fn jiwer_word_and_char_transforms() {
+        assert_eq!(words_default("  Hola   Mundo  "), ["Hola", "Mundo"]);
+        // A single tab or no-break space between words does not split (jiwer splits on " " only)...
+        assert_eq!(words_default("a\tb"), ["a\tb"]);
+        assert_eq!(words_default("a\u{a0}b"), ["a\u{a0}b"]);
+        // ...but a run of two whitespace characters becomes a space.
+        assert_eq!(words_default("a \tb"), ["a", "b"]);
+        assert_eq!(words_default("a\u{1f}\u{1f}b"), ["a", "b"]);
+        assert_eq!(words_default("\u{1c}a b\u{1d}"), ["a", "b"]);
+        assert!(words_default(" \t ").is_empty());
+        assert_eq!(chars_default(" a  ñ "), ['a', ' ', ' ', 'ñ']);
+        assert_eq!(chars_default("नमस्ते").len(), 6);
+    }
+
+    #[test]
+    fn alignment_follows_rapidfuzz_example() {
+        let a: Vec<char> = "qabxcd".chars().collect();
+        let b: Vec<char> = "abycdf".chars().collect();
+        let ops: Vec<(EditOp, usize, usize, usize, usize)> = align(&a, &b)
+            .iter()
+            .map(|c| (c.op, c.ref_start, c.ref_end, c.hyp_start, c.hyp_end))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                (EditOp::Delete, 0, 1, 0, 0),
+                (EditOp::Equal, 1, 3, 0, 2),
+                (EditOp::Substitute, 3, 4, 2, 3),
+                (EditOp::Equal, 4, 6, 3, 5),
+                (EditOp::Insert, 6, 6, 5, 6),
+            ]
+        );
+        assert!(align::<u32>(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn long_nearly_equal_sequences_stay_in_memory() {
+        // 12k units with three substitutions: rapidfuzz's banded case, split by Hirschberg here.
+        let a: Vec<u32> = (0..12_000u32)
+            .map(|i| i.wrapping_mul(2_654_435_761) % 3)
+            .collect();
+        let mut b = a.clone();
+        for i in [5, 6_000, 11_990] {
+            b[i] = 7;
+        }
+        let c = EditCounts::from_alignment(&align(&a, &b));
+        assert_eq!(
+            (c.hits, c.substitutions, c.deletions, c.insertions),
+            (11_997, 3, 0, 0)
+        );
+        b.remove(3_000);
+        let c = EditCounts::from_alignment(&align(&a, &b));
+        assert_eq!(c.errors(), 4);
+        assert_eq!((c.reference_len, c.hypothesis_len), (12_000, 11_999));
+    }
+
+    #[test]
+    fn per_language_attribution() {
+        let reference = [
+            ("I", "en"),
+            ("want", "en"),
+            ("el", "es"),
+            ("libro", "es"),
+            ("rojo", "es"),
+        ];
+        let hypothesis = [
+            ("I", "en"),
+            ("wand", "en"),
+            ("el", "es"),
+            ("libro", "en"),
+            ("accha", "hi"),
+        ];
+        // I=I, want->wand (S, en), el=el, libro=libro (hit, es; LID wrong), rojo->accha (S, es).
+        let s = language_scores(&reference, &hypothesis);
+        assert_eq!(s.counts.substitutions, 2);
+        let en = s.per_language["en"];
+        assert_eq!((en.reference_words, en.hits, en.substitutions), (2, 1, 1));
+        assert_eq!(en.wer(), Some(0.5));
+        let es = s.per_language["es"];
+        assert_eq!((es.reference_words, es.hits, es.substitutions), (3, 2, 1));
+        // hi has no reference words: no entry unless it collects insertions.
+        assert!(!s.per_language.contains_key("hi"));
+        assert_eq!(
+            s.word_lid,
+            Agreement {
+                correct: 3,
+                total: 5
+            }
+        );
+
+        // Deletions go to the reference word's language, insertions to the predicted language.
+        let reference = [("uno", "es"), ("dos", "es"), ("tres", "es"), ("go", "en")];
+        let hypothesis = [("uno", "es"), ("tres", "es"), ("go", "en"), ("yaar", "hi")];
+        let s = language_scores(&reference, &hypothesis);
+        let es = s.per_language["es"];
+        assert_eq!((es.reference_words, es.hits, es.deletions), (3, 2, 1));
+        let hi = s.per_language["hi"];
+        assert_eq!((hi.reference_words, hi.insertions), (0, 1));
+        assert_eq!(hi.wer(), None);
+        let total: usize = s.per_language.values().map(LanguageCounts::errors).sum();
+        assert_eq!(total, s.counts.errors());
+        assert_eq!(s.word_lid.accuracy(), Some(1.0));
+    }
+
+    #[test]
+    fn tagged_words_equal_words_of_joined_text() {
+        let segments = [
+            ("  hola\tamigo ", "es"),
+            ("\u{1c}", "en"),
+            ("see\u{a0}you  later\u{1f}", "en"),
+            ("", "hi"),
+            ("\tफिर मिलेंगे", "hi"),
+        ];
+        let tagged = tagged_words(&segments);
+        let words: Vec<String> = tagged.iter().map(|(w, _)| w.clone()).collect();
+        assert_eq!(words, words_default(&joined_text(&segments)));
+        assert_eq!(tagged[0], ("hola\tamigo".to_string(), "es"));
+        assert_eq!(tagged.last().map(|t| t.1), Some("hi"));
+    }
+
+    #[test]
+    fn token_lid_aligns_ids() {
+        let reference = [(1, "en"), (2, "en"), (3, "es")];
+        let hypothesis = [(1, "en"), (5, "es"), (3, "es"), (9, "en")];
+        // 1=1 (agree), 2->5 (en vs es), 3=3 (agree), 9 inserted (not a pair).
+        let a = token_lid(&reference, &hypothesis);
+        assert_eq!(
+            a,
+            Agreement {
+                correct: 2,
+                total: 3
+            }
+        );
+        assert_eq!(token_lid::<&str>(&[], &[(4, "en")]).accuracy(), None);
+    }
+
+    #[test]
+    fn empty_reference_is_an_error() {
+        let err = wer(&[""], &["hola"]).expect_err("empty reference");
+        assert!(err.to_string().contains("reference is empty"), "{err}");
+        assert!(cer(&["  "], &[""]).is_err());
+        assert!(wer(&["a"], &["a", "b"]).is_err());
+        // Inside a corpus an empty reference only adds insertions.
+        assert_eq!(wer(&["", "a b"], &["x", "a b"]).ok(), Some(0.5));
+        let mut acc = EvalAccumulator::new();
+        assert!(acc.summary().is_err());
+        acc.add(&utt(&[("", "en")], &[("hi", "en")])).unwrap();
+        assert!(acc.summary().is_err());
+    }
+
+    #[test]
+    fn accumulator_summary() {
+        let mut acc = EvalAccumulator::new();
+        let r1 = [("quiero ir", "es"), ("to the park", "en")];
+        let h1 = [
+            ("quiero", "es"),
+            ("irr", "es"),
+            ("to", "en"),
+            ("the", "en"),
+            ("park", "en"),
+        ];
+        let rt1 = [(10, "es"), (11, "es"), (20, "en")];
+        let ht1 = [(10, "es"), (12, "es"), (20, "es")];
+        acc.add(&Utterance {
+            reference_tokens: Some(&rt1),
+            hypothesis_tokens: Some(&ht1),
+            reference_language: Some("es"),
+            predicted_language: Some("es"),
+            audio_seconds: 3.0,
+            processing_seconds: 0.5,
+            ..utt(&r1, &h1)
+        })
+        .unwrap();
+        let r2 = [("मैं घर", "hi")];
+        let h2 = [("मैं", "hi")];
+        acc.add(&Utterance {
+            reference_language: Some("hi"),
+            predicted_language: Some("en"),
+            audio_seconds: 1.0,
+            processing_seconds: 0.5,
+            ..utt(&r2, &h2)
+        })
+        .unwrap();
+
+        // Bad inputs are refused and leave the accumulator unchanged.
+        assert!(acc
+            .add(&Utterance {
+                audio_seconds: -1.0,
+                ..utt(&r2, &h2)
+            })
+            .is_err());
+        assert!(acc
+            .add(&Utterance {
+                reference_language: Some("hi"),
+                ..utt(&r2, &h2)
+            })
+            .is_err());
+        assert!(acc
+            .add(&Utterance {
+                processing_seconds: f64::NAN,
+                ..utt(&r2, &h2)
+            })
+            .is_err());
+
+        let s = acc.summary().unwrap();
+        assert_eq!(s.utterances, 2);
+        // Words: 1 substitution (ir -> irr) + 1 deletion (घर) over 7 reference words.
+        assert_eq!(s.words.reference_len, 7);
+        assert_eq!(s.words.errors(), 2);
+        assert_eq!(s.wer, 2.0 / 7.0);
+        // Characters: "quiero ir to the park" -> "quiero irr to the park" (1 insertion, 21 chars),
+        // "मैं घर" -> "मैं" (3 deletions, 6 chars).
+        assert_eq!(s.chars.reference_len, 27);
+        assert_eq!(s.cer, 4.0 / 27.0);
+        assert_eq!(s.per_language["es"].wer, Some(0.5));
+        assert_eq!(s.per_language["en"].wer, Some(0.0));
+        assert_eq!(s.per_language["hi"].wer, Some(0.5));
+        assert_eq!(s.word_lid_accuracy, Some(1.0));
+        assert_eq!(s.token_lid_accuracy, Some(2.0 / 3.0));
+        assert_eq!(s.utterance_lid_accuracy, Some(0.5));
+        assert_eq!(s.rtfx, Some(4.0));
+
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["per_language"]["hi"]["deletions"], 1);
+        assert_eq!(json["utterance_lid"]["total"], 2);
+        assert_eq!(json["words"]["substitutions"], 1);
+        assert_eq!(json["rtfx"], 4.0);
+    }
 }
