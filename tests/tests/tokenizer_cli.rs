@@ -243,6 +243,22 @@ fn train_concat_encode_decode_info() {
         "Hello world\n",
     );
     assert_eq!(out.trim(), "1405 117 180");
+    // A bare .model takes its language from --lang.
+    let v: Value = serde_json::from_str(
+        ok(&[
+            "tokenizer",
+            "encode",
+            "--tokenizer",
+            &fx("en_unigram_4000.model"),
+            "--lang",
+            "en",
+            "--json",
+            "Hi",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(v["langs"][0], "en");
 }
 
 #[test]

@@ -107,7 +107,8 @@ pub struct EncodeArgs {
     /// A concatenated tokenizer folder, a `.model` file, a folder with tokenizer.model, or a NeMo agg config.
     #[arg(long)]
     pub tokenizer: PathBuf,
-    /// Language of the text (may be omitted for a one-language tokenizer).
+    /// Language of the text (may be omitted for a one-language tokenizer; with a bare `.model` file it names the
+    /// model's language, by default the file name).
     #[arg(long)]
     pub lang: Option<String>,
     /// The input is a JSON list of {"str","lang"} segments, each encoded in its language.
@@ -154,6 +155,25 @@ fn split_kv(s: &str, what: &str) -> Result<(String, String)> {
 
 fn load(path: &Path) -> Result<ConcatTokenizer> {
     Ok(ConcatTokenizer::load(path)?)
+}
+
+/// Loads a tokenizer; a bare `.model` file takes its language from `--lang` when given (else its file name).
+fn load_with_lang(path: &Path, lang: &Option<String>) -> Result<ConcatTokenizer> {
+    let is_model_file = path.is_file()
+        && !matches!(
+            path.extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("yaml" | "yml" | "json")
+        );
+    match lang {
+        Some(l) if is_model_file => Ok(ConcatTokenizer::new(vec![(
+            l.clone(),
+            SentencePieceModel::load(path)?,
+        )])?),
+        _ => load(path),
+    }
 }
 
 fn train_options(a: &TrainArgs, vocab: usize) -> TrainOptions {
@@ -406,7 +426,11 @@ fn encode_one(
 }
 
 fn encode_cmd(a: EncodeArgs, json: bool) -> Result<()> {
-    let tok = load(&a.tokenizer)?;
+    let tok = if a.segments {
+        load(&a.tokenizer)?
+    } else {
+        load_with_lang(&a.tokenizer, &a.lang)?
+    };
     if !a.segments {
         pick_lang(&tok, &a.lang)?;
     }
