@@ -264,6 +264,17 @@ pub struct Features {
     pub length: usize,
 }
 
+impl Features {
+    /// The features as a `[1, n_features, n_frames]` f32 tensor (a batch of one).
+    pub fn to_tensor(&self, device: &Device) -> Result<Tensor, FrontendError> {
+        Ok(Tensor::from_slice(
+            &self.data,
+            (1, self.n_features, self.n_frames),
+            device,
+        )?)
+    }
+}
+
 /// Features of a batch: `features` is `[B, n_features, T]` (f32), `lengths` the valid frames of each.
 #[derive(Debug, Clone)]
 pub struct FeatureBatch {

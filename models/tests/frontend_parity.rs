@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use mezcla_models::frontend::{FrontendOptions, MelFrontend, MelScale, PreprocessorConfig};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 const TOL: f32 = 1e-4;
 
@@ -49,7 +51,7 @@ fn frontend_matches_nemo_on_fixtures() {
         .collect();
     let utt_refs: Vec<&[f32]> = utts.iter().map(|u| u.as_slice()).collect();
     let entries = manifest.as_array().unwrap();
-    assert!(entries.len() >= 11);
+    assert!(entries.len() >= 12);
     let mut failures = Vec::new();
     for entry in entries {
         let name = entry["name"].as_str().unwrap();
@@ -65,13 +67,20 @@ fn frontend_matches_nemo_on_fixtures() {
         let front = MelFrontend::with_options(&config, options).unwrap();
         let want = load(&format!("frontend_{name}.safetensors"));
         let mut worst = 0f32;
+        let train = entry["train"].as_bool().unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
 
         for i in entry["singles"].as_array().unwrap() {
             let i = i.as_u64().unwrap() as usize;
             let w = &want[&format!("single{i}")];
             let (_, wf, wt) = w.dims3().unwrap();
             let wlen = want[&format!("single{i}_len")].to_vec1::<i64>().unwrap()[0] as usize;
-            let got = front.compute(&utts[i]).unwrap();
+            let got = if train {
+                // Deterministic: no dither, narrowband augmentation with probability 1.
+                front.compute_train(&utts[i], &mut rng).unwrap()
+            } else {
+                front.compute(&utts[i]).unwrap()
+            };
             assert_eq!(
                 (got.n_features, got.n_frames, got.length),
                 (wf, wt, wlen),
@@ -94,7 +103,11 @@ fn frontend_matches_nemo_on_fixtures() {
             .iter()
             .map(|i| utt_refs[i.as_u64().unwrap() as usize])
             .collect();
-        let got = front.batch(&batch, &Device::Cpu).unwrap();
+        let got = if train {
+            front.batch_train(&batch, 1, &Device::Cpu).unwrap()
+        } else {
+            front.batch(&batch, &Device::Cpu).unwrap()
+        };
         assert_eq!(got.features.dims(), w.dims(), "{name}: batch shape");
         assert_eq!(got.lengths, wlen, "{name}: batch lengths");
         let d = max_diff(
