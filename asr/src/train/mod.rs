@@ -622,7 +622,8 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
             let g = loss.backward()?;
             for (name, var) in opt.vars() {
                 if let Some(t) = g.get(var.as_tensor()) {
-                    let t = t.clone();
+                    // Detached: a gradient built by candle's backward may keep the step's graph alive.
+                    let t = t.detach();
                     match grads.get_mut(name) {
                         Some(acc) => *acc = (&*acc + t)?,
                         None => {

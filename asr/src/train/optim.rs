@@ -93,10 +93,11 @@ impl AdamW {
         let bc2 = 1.0 - self.beta2.powi(t);
         for (i, (name, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(name) else { continue };
-            let m = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-            let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let g = g.detach();
+            let m = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?.detach();
+            let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?.detach();
             let step = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + self.eps)?)?;
-            let theta = var.as_tensor();
+            let theta = var.as_tensor().detach();
             let next = ((theta * (1.0 - lr * self.weight_decay))? - (step * lr)?)?;
             var.set(&next)?;
             self.m[i] = m;
