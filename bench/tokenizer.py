@@ -6,7 +6,7 @@
    `tokenizer/examples/tokenizer_bench.rs`, one thread) vs sentencepiece `encode(list, num_threads=1)` (C++ loop,
    one thread) and a Python per-line loop. Same ids required (token count and checksum).
 2. Training time and quality: mezcla's trainer vs the reference trainer (num_threads=1 and 2) on the committed
-   corpora, then the mezcla-trained model is loaded by the reference library and must give the same ids as mezcla
+   corpora and on all fortunes (unique lines, every 20th held out), then the mezcla-trained model is loaded by the reference library and must give the same ids as mezcla
    on the held-out sentences; tokens/sentence compared with the reference trainer's model.
 Prints a Markdown table block for bench/RESULTS.md.
 """
@@ -86,28 +86,33 @@ def bench_encode(model, text_path, lines, repeats=3):
                 spm_loop_s=best_loop)
 
 
-def bench_train(name, model_type, vocab, lang, byte_fallback, tmp):
-    with gzip.open(os.path.join(FIX, f"corpus_{lang}.txt.gz"), "rt", encoding="utf-8") as f:
-        corpus = f.read()
-    with gzip.open(os.path.join(FIX, f"test_{lang}.txt.gz"), "rt", encoding="utf-8") as f:
-        tests = f.read().splitlines()
-    cpath = os.path.join(tmp, f"{name}.txt")
+def bench_train(name, model_type, vocab, lang, byte_fallback, tmp, corpus_lines=None):
+    if corpus_lines is None:
+        with gzip.open(os.path.join(FIX, f"corpus_{lang}.txt.gz"), "rt", encoding="utf-8") as f:
+            corpus = f.read()
+        with gzip.open(os.path.join(FIX, f"test_{lang}.txt.gz"), "rt", encoding="utf-8") as f:
+            tests = f.read().splitlines()
+    else:  # a large corpus: hold out every 20th line
+        corpus = "\n".join(l for i, l in enumerate(corpus_lines) if i % 20) + "\n"
+        tests = [l for i, l in enumerate(corpus_lines) if i % 20 == 0]
+    name_f = re.sub(r"\W+", "_", name)
+    cpath = os.path.join(tmp, f"{name_f}.txt")
     with open(cpath, "w", encoding="utf-8") as f:
         f.write(corpus)
-    tpath = os.path.join(tmp, f"{name}.test.txt")
+    tpath = os.path.join(tmp, f"{name_f}.test.txt")
     with open(tpath, "w", encoding="utf-8") as f:
         f.write("\n".join(tests) + "\n")
-    ours = os.path.join(tmp, f"{name}.mezcla.model")
+    ours = os.path.join(tmp, f"{name_f}.mezcla.model")
     args = [BIN, "train", model_type, str(vocab), cpath, ours] + (["byte_fallback"] if byte_fallback else [])
     r = json.loads(subprocess.run(args, check=True, capture_output=True).stdout)
     times = {}
     for threads in (1, 2):
-        prefix = os.path.join(tmp, f"{name}.ref{threads}")
+        prefix = os.path.join(tmp, f"{name_f}.ref{threads}")
         t0 = time.perf_counter()
         spm.SentencePieceTrainer.train(input=cpath, model_prefix=prefix, vocab_size=vocab, model_type=model_type,
                                        byte_fallback=byte_fallback, num_threads=threads, minloglevel=2)
         times[threads] = time.perf_counter() - t0
-    ref = spm.SentencePieceProcessor(model_file=os.path.join(tmp, f"{name}.ref1.model"))
+    ref = spm.SentencePieceProcessor(model_file=os.path.join(tmp, f"{name_f}.ref1.model"))
     loaded = spm.SentencePieceProcessor(model_file=ours)  # the reference library loads mezcla's model
     py_ids = [loaded.encode(s, out_type=int) for s in tests]
     rs_ids = [list(map(int, l.split())) for l in
@@ -124,13 +129,16 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         text_path = os.path.join(tmp, "big.txt")
         lines = big_text(text_path, 8_000_000)
+        unique = list(dict.fromkeys(lines))
         size_mb = os.path.getsize(text_path) / 1e6
         enc = [bench_encode(os.path.join(FIX, m), text_path, lines)
                for m in ("en_unigram_4000.model", "en_bpe_1000_bf.model", "es_unigram_1000_bf.model")]
         trn = [bench_train("en_unigram_4000", "unigram", 4000, "en", False, tmp),
                bench_train("en_bpe_1000_bf", "bpe", 1000, "en", True, tmp),
                bench_train("es_unigram_1000_bf", "unigram", 1000, "es", True, tmp),
-               bench_train("hi_bpe_400", "bpe", 400, "hi", False, tmp)]
+               bench_train("hi_bpe_400", "bpe", 400, "hi", False, tmp),
+               bench_train(f"fortunes_unigram_8000 ({len(unique)} lines)", "unigram", 8000, "", False, tmp, unique),
+               bench_train(f"fortunes_bpe_8000 ({len(unique)} lines)", "bpe", 8000, "", False, tmp, unique)]
     cpu = platform.processor() or platform.machine()
     print(f"Machine: {os.cpu_count()} cores ({cpu}); sentencepiece {spm.__version__}; text {size_mb:.1f} MB, "
           f"{len(lines)} lines.\n")
