@@ -4,14 +4,14 @@
 //! so a NeMo checkpoint loads by name alone.
 
 use candle_core::{DType, Device, Result, Tensor, D};
-use candle_nn::{Conv1d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::conv2d::Conv2dLayer;
 
 use crate::depthwise::DepthwiseConv1dLayer;
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{dropout, softmax_last, BatchNorm1d, LayerNorm};
+use crate::layers::{dropout, softmax_last, BatchNorm1d, LayerNorm, Pointwise};
 
 /// How the input frames are subsampled before the layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -459,10 +459,10 @@ enum ConvNormLayer {
 
 /// `conv`: pointwise Conv1d(d, 2d) → GLU → mask → depthwise Conv1d(k) → norm → Swish → pointwise Conv1d(d, d).
 pub struct ConvModule {
-    pointwise_conv1: Conv1d,
+    pointwise_conv1: Pointwise,
     depthwise_conv: DepthwiseConv1dLayer,
     norm: ConvNormLayer,
-    pointwise_conv2: Conv1d,
+    pointwise_conv2: Pointwise,
 }
 
 impl ConvModule {
@@ -476,29 +476,17 @@ impl ConvModule {
             }
         };
         Ok(Self {
-            pointwise_conv1: candle_nn::conv1d(
-                d,
-                2 * d,
-                1,
-                Default::default(),
-                vb.pp("pointwise_conv1"),
-            )?,
+            pointwise_conv1: Pointwise::new(d, 2 * d, vb.pp("pointwise_conv1"))?,
             depthwise_conv: DepthwiseConv1dLayer::new(d, k, vb.pp("depthwise_conv"))?,
             norm,
-            pointwise_conv2: candle_nn::conv1d(
-                d,
-                d,
-                1,
-                Default::default(),
-                vb.pp("pointwise_conv2"),
-            )?,
+            pointwise_conv2: Pointwise::new(d, d, vb.pp("pointwise_conv2"))?,
         })
     }
 
     /// `x`: [B, T, d]; `valid`: [B, T] (1 valid, 0 padding).
     pub fn forward(&self, x: &Tensor, valid: &Tensor, train: bool) -> Result<Tensor> {
         let x = x.transpose(1, 2)?.contiguous()?; // [B, d, T]
-        let y = x.apply(&self.pointwise_conv1)?;
+        let y = self.pointwise_conv1.forward(&x)?;
         let d = y.dim(1)? / 2;
         let y = (y.narrow(1, 0, d)? * candle_nn::ops::sigmoid(&y.narrow(1, d, d)?)?)?;
         let y = y.broadcast_mul(&valid.unsqueeze(1)?)?;
@@ -510,7 +498,7 @@ impl ConvModule {
                 .transpose(1, 2)?
                 .contiguous()?,
         };
-        let y = candle_nn::ops::silu(&y)?.apply(&self.pointwise_conv2)?;
+        let y = self.pointwise_conv2.forward(&candle_nn::ops::silu(&y)?)?;
         y.transpose(1, 2)
     }
 }

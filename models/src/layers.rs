@@ -129,3 +129,36 @@ mod tests {
         );
     }
 }
+
+/// A kernel-1 Conv1d (`weight` [Cout, Cin, 1], `bias` [Cout], PyTorch's names) computed as a matmul over
+/// channels; candle's conv1d backward gives wrong weight gradients, this one has exact ones.
+pub struct Pointwise {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Pointwise {
+    pub fn new(cin: usize, cout: usize, vb: VarBuilder) -> Result<Self> {
+        let bound = 1.0 / (cin as f64).sqrt();
+        let init = candle_nn::Init::Uniform { lo: -bound, up: bound };
+        Ok(Self {
+            weight: vb.get_with_hints((cout, cin, 1), "weight", init)?,
+            bias: vb.get_with_hints(cout, "bias", init)?,
+        })
+    }
+
+    /// [B, Cin, T] → [B, Cout, T].
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (cout, cin, _) = self.weight.dims3()?;
+        let w = self.weight.reshape((cout, cin))?;
+        let y = w.broadcast_left(x.dim(0)?)?.matmul(&x.contiguous()?)?;
+        y.broadcast_add(&self.bias.reshape((1, cout, 1))?)
+    }
+
+    /// [B, T, Cin] → [B, T, Cout] (channels last).
+    pub fn forward_channels_last(&self, x: &Tensor) -> Result<Tensor> {
+        let (cout, cin, _) = self.weight.dims3()?;
+        let w = self.weight.reshape((cout, cin))?.t()?;
+        x.contiguous()?.broadcast_matmul(&w)?.broadcast_add(&self.bias)
+    }
+}
