@@ -1,8 +1,8 @@
-//! Fuzz target for the SentencePiece `.model` parser: arbitrary bytes must give a model or an error, never a
-//! panic; a model that loads must encode, decode and serialize without panicking, and re-load from its bytes.
-//! Run: `cd fuzz && mkdir -p corpus/sentencepiece_model && cp ../tokenizer/tests/fixtures/*identity.model
-//! corpus/sentencepiece_model/ && cargo +nightly fuzz run sentencepiece_model corpus/sentencepiece_model --
-//! -max_total_time=120 -max_len=8192`.
+//! Fuzz target for the `.model` parser: any bytes give a model or an error; loaded models encode and decode.
+
+// Run: `cd fuzz && mkdir -p corpus/sentencepiece_model && cp ../tokenizer/tests/fixtures/*identity.model
+// corpus/sentencepiece_model/ && cargo +nightly fuzz run sentencepiece_model corpus/sentencepiece_model --
+// -max_total_time=120 -max_len=8192`.
 
 #![no_main]
 

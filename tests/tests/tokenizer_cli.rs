@@ -1,5 +1,4 @@
-//! End-to-end tests of `mezcla tokenizer`: train (file, per language, manifest segments), concat, encode,
-//! decode, info, `--json`, stdin streaming, and one-line errors.
+//! End-to-end tests of `mezcla tokenizer`: train, concat, encode, decode, info, --json, stdin and errors.
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,6 +1,4 @@
-//! Benchmark helper for `bench/tokenizer.py`: `encode MODEL TEXT` times encoding every line (file reading and
-//! model loading not timed); `ids MODEL TEXT` prints the ids of each line; `train unigram|bpe VOCAB CORPUS OUT
-//! [byte_fallback]` times training and writes the model.
+//! Benchmark helper for `bench/tokenizer.py`: timed encoding, id dumps and timed training.
 
 use std::io::Write;
 use std::time::Instant;

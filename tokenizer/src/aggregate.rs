@@ -1,5 +1,4 @@
-//! The concatenated tokenizer (NeMo's AggregateTokenizer): one SentencePiece model per language stacked into one
-//! vocabulary, so that every id carries its language; the CTC/RNN-T blank is id `V`, shared by all languages.
+//! The concatenated tokenizer (NeMo's AggregateTokenizer): per-language models in one vocabulary, shared blank at id V.
 
 use std::path::{Path, PathBuf};
 

@@ -1,10 +1,4 @@
 //! SentencePiece `.model` files in Rust and the concatenated tokenizer whose ids carry their language.
-//!
-//! - [`SentencePieceModel`]: reads any SentencePiece `ModelProto` (unigram, BPE, word, char; all piece types;
-//!   precompiled-charsmap normalization; byte fallback) and encodes/decodes with the reference library's results.
-//! - [`train`]: trains unigram and BPE models and writes standard `.model` files.
-//! - [`ConcatTokenizer`]: NeMo's AggregateTokenizer: one model per language stacked into one vocabulary, with a
-//!   shared blank at id `V`, per-token and per-word languages and utterance-level majority-vote LID.
 
 mod aggregate;
 mod error;

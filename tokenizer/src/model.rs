@@ -1,5 +1,4 @@
-//! A SentencePiece model (`.model` file): loading, validation, encoding (unigram, BPE, word, char) and decoding
-//! with the reference library's exact results, and writing the model back.
+//! A SentencePiece model: load, validate, encode (unigram, BPE, word, char) and decode exactly as the reference.
 
 use std::collections::HashMap;
 use std::path::Path;

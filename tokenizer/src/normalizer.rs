@@ -1,5 +1,4 @@
-//! SentencePiece text normalization: the precompiled charsmap (e.g. nmt_nfkc), whitespace handling and the
-//! escaping of spaces as `▁`, byte for byte as the reference library does it.
+//! SentencePiece normalization: precompiled charsmap, whitespace handling and `▁` escaping, byte for byte.
 
 use std::borrow::Cow;
 

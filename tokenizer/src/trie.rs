@@ -1,5 +1,4 @@
-//! Byte tries: a reader for darts-clone double arrays (SentencePiece's precompiled charsmap) and a compact
-//! prefix trie for vocabularies.
+//! Byte tries: darts-clone double arrays (charsmaps), a fast double-array vocabulary trie and a pointer trie.
 
 /// A darts-clone double array read from little-endian `u32` units, as stored in a precompiled charsmap.
 #[derive(Debug, Clone)]

@@ -1,5 +1,4 @@
-//! The concatenated tokenizer: offsets, shared blank, per-token LID, majority vote with NeMo's tie rule, saving
-//! and loading (folder, single model, NeMo agg config), and any number of languages.
+//! The concatenated tokenizer: offsets, blank, LID with NeMo's tie rule, save/load, NeMo config, N languages.
 
 mod common;
 

@@ -1,5 +1,4 @@
-//! Training: models trained by mezcla load back, encode consistently, and come within 3 % of the reference
-//! trainer's tokens per sentence on the same corpus and vocabulary size.
+//! Training: trained models reload and come within 3 % of the reference trainer's tokens per sentence.
 
 mod common;
 

@@ -1,5 +1,4 @@
-//! Models trained by mezcla are standard: the reference library loaded them (see
-//! `fixtures/make_trained_fixture.py`) and its ids and decoded text are required here; training is deterministic.
+//! The reference library's ids on mezcla-trained models (fixture) equal mezcla's; training is deterministic.
 
 mod common;
 

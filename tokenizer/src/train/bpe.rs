@@ -1,5 +1,4 @@
-//! BPE training: repeatedly merge the most frequent adjacent pair of symbols (ties: shorter, then smaller
-//! string), as SentencePiece's BPE trainer does; piece scores are minus the merge order.
+//! BPE training: merge the most frequent adjacent pair (ties: shorter, then smaller string), as SentencePiece.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};

@@ -1,6 +1,4 @@
-//! Training unigram and BPE SentencePiece models from text, written as standard `.model` files that the
-//! reference library loads (same data preparation as SentencePiece's trainer: normalization, character coverage,
-//! whitespace-split words, script-consistent pieces).
+//! Training unigram and BPE models into standard `.model` files, with SentencePiece's data preparation.
 
 mod bpe;
 mod script;

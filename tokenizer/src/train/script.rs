@@ -1,5 +1,4 @@
-//! A compact Unicode script classifier for the trainer's rule that a piece must not mix scripts (after
-//! SentencePiece's `IsValidSentencePiece`); covers the scripts of the languages mezcla targets and common blocks.
+//! A compact Unicode script classifier for the trainer's rule that a piece must not mix scripts.
 
 /// Script classes; `Common` covers punctuation, digits and symbols, `Inherited` combining marks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,4 @@
-//! Unigram language-model training (Kudo 2018) as in SentencePiece: frequent-substring seeds, EM with the
-//! Bayesian (digamma) M-step, and pruning by the likelihood loss of removing each piece, down to the vocab size.
+//! Unigram LM training as in SentencePiece: substring seeds, EM with a digamma M-step, loss-based pruning.
 
 use std::collections::HashMap;
 
