@@ -1,9 +1,9 @@
 //! Front-end throughput on the utterances `bench/frontend.py` writes: prints one JSON line of timings.
-//!
-//! Usage: `frontend_bench DIR BATCH REPS` with `DIR` holding `utts.f32` (all samples, concatenated),
-//! `utts.json` (`{"lengths": [...], "sample_rate": N, "config": {...}}`) and optionally `nemo_batch0.safetensors`
-//! (NeMo's features for the first batch, compared here). Batches of `BATCH` utterances in file order go through
-//! `MelFrontend::batch` (rayon over the utterances); the time is the median over `REPS` passes after a warm-up.
+
+// Usage: `frontend_bench DIR BATCH REPS` with `DIR` holding `utts.f32` (all samples, concatenated),
+// `utts.json` (`{"lengths": [...], "sample_rate": N, "config": {...}}`) and optionally `nemo_batch0.safetensors`
+// (NeMo's features for the first batch, compared here). Batches of `BATCH` utterances in file order go through
+// `MelFrontend::batch` (rayon over the utterances); the time is the median over `REPS` passes after a warm-up.
 
 use std::time::Instant;
 

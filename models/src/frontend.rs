@@ -1,15 +1,4 @@
 //! Log-mel front-end with the semantics of NeMo's `AudioToMelSpectrogramPreprocessor`, on plain `f32` slices.
-//!
-//! A [`PreprocessorConfig`] is NeMo's `preprocessor:` block (same keys, same defaults); [`MelFrontend`] plans
-//! the real FFT, the window and the mel filterbank once and then computes features for one utterance
-//! ([`MelFrontend::compute`]) or a zero-padded batch in parallel ([`MelFrontend::batch`]), with the output
-//! shapes, lengths and padding NeMo produces. Training variants add dither and narrowband augmentation from a
-//! caller-seeded RNG; the plain variants are NeMo's eval mode.
-//!
-//! Two behaviours: NeMo ≥ 2025-07 (NVIDIA/NeMo `0fd4de534b`, the default: `floor(L/hop)` frames, zero padding,
-//! pre-emphasised signal zeroed beyond the valid length) and the earlier one ([`FrontendOptions::legacy`]:
-//! one more frame, reflect padding of the centred STFT and of `exact_pad`, no zeroing), which checkpoints
-//! trained before that change expect.
 
 use std::sync::Arc;
 
@@ -293,6 +282,17 @@ impl FeatureBatch {
 }
 
 /// A planned front-end: FFT plan, window and filterbank for one config. Cheap to share across threads.
+///
+/// A [`PreprocessorConfig`] is NeMo's `preprocessor:` block (same keys, same defaults); [`MelFrontend`] plans
+/// the real FFT, the window and the mel filterbank once and then computes features for one utterance
+/// ([`MelFrontend::compute`]) or a zero-padded batch in parallel ([`MelFrontend::batch`]), with the output
+/// shapes, lengths and padding NeMo produces. Training variants add dither and narrowband augmentation from a
+/// caller-seeded RNG; the plain variants are NeMo's eval mode.
+///
+/// Two behaviours: NeMo ≥ 2025-07 (NVIDIA/NeMo `0fd4de534b`, the default: `floor(L/hop)` frames, zero padding,
+/// pre-emphasised signal zeroed beyond the valid length) and the earlier one ([`FrontendOptions::legacy`]:
+/// one more frame, reflect padding of the centred STFT and of `exact_pad`, no zeroing), which checkpoints
+/// trained before that change expect.
 pub struct MelFrontend {
     config: PreprocessorConfig,
     options: FrontendOptions,

@@ -1,10 +1,4 @@
 //! SpecAugment as NeMo's `SpectrogramAugmentation`: frequency and time masks plus SpecCutout rectangles, seeded.
-//!
-//! [`SpecAugConfig`] is NeMo's `spec_augment:` block (same keys and defaults). The masks follow NeMo's default
-//! vectorised `SpecAugment` (widths `floor(u * width)`, time masks inside each utterance's valid length, a
-//! fractional `time_width` scaled by that length) or, with `use_vectorized_spec_augment: false`, its legacy
-//! loop (`randint` bounds, inclusive widths). The draws come from a caller-seeded RNG, so the masks are
-//! NeMo's distribution, not NeMo's random numbers.
 
 use std::ops::Range;
 
@@ -125,6 +119,12 @@ pub struct Masks {
 }
 
 /// A validated SpecAugment.
+///
+/// [`SpecAugConfig`] is NeMo's `spec_augment:` block (same keys and defaults). The masks follow NeMo's default
+/// vectorised `SpecAugment` (widths `floor(u * width)`, time masks inside each utterance's valid length, a
+/// fractional `time_width` scaled by that length) or, with `use_vectorized_spec_augment: false`, its legacy
+/// loop (`randint` bounds, inclusive widths). The draws come from a caller-seeded RNG, so the masks are
+/// NeMo's distribution, not NeMo's random numbers.
 #[derive(Debug, Clone)]
 pub struct SpecAugment {
     config: SpecAugConfig,

@@ -1,8 +1,8 @@
 //! Parity of the log-mel front-end with NeMo's `AudioToMelSpectrogramPreprocessor` on committed fixtures.
-//!
-//! Fixtures: `tests/fixtures/make_frontend_fixtures.py` (NeMo 3.0 and a torch transcription of the pre-2025-07
-//! forward). Each config is checked for one-utterance calls and for a zero-padded batch: shapes, lengths and
-//! every value (padding included) within 1e-4.
+
+// Fixtures: `tests/fixtures/make_frontend_fixtures.py` (NeMo 3.0 and a torch transcription of the pre-2025-07
+// forward). Each config is checked for one-utterance calls and for a zero-padded batch: shapes, lengths and
+// every value (padding included) within 1e-4.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
