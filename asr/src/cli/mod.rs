@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod convert;
 pub mod datagen;
 pub mod tokenizer;
 pub mod train;
@@ -29,6 +30,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Score a model on a manifest: WER, CER, WER per language, LID accuracy, RTFx.
     Eval(train::EvalArgs),
+    /// Convert a NeMo `.nemo` checkpoint (Conformer CTC) into a mezcla model folder.
+    Convert(convert::ConvertArgs),
 }
 
 /// Runs one parsed command line.
@@ -40,5 +43,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lid(args) => transcribe::run_lid(args),
         Command::Train(args) => train::run_train(args),
         Command::Eval(args) => train::run_eval(args),
+        Command::Convert(args) => convert::run(args),
     }
 }

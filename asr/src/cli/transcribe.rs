@@ -15,9 +15,16 @@ use crate::output::{self, Format};
 /// Options shared by the commands that run a model.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model folder (config.json, model.safetensors, tokenizer/).
+    /// Model folder (config.json, model.safetensors, tokenizer/), or a NeMo `.nemo` checkpoint (CTC).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Use NeMo's pre-2025 front-end (+1 frame, reflect padding) whatever the model records (a `.nemo`
+    /// file's nemo_version decides by default: before 2.5).
+    #[arg(long, conflicts_with = "no_legacy_frontend")]
+    pub legacy_frontend: bool,
+    /// Use NeMo's current front-end whatever the model records.
+    #[arg(long)]
+    pub no_legacy_frontend: bool,
     /// Beam size of the CTC prefix beam search (1: greedy).
     #[arg(long, default_value_t = 1)]
     pub beam: usize,
@@ -32,7 +39,10 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn load(&self) -> Result<AsrModel> {
         match &self.model {
-            Some(dir) => AsrModel::load(dir),
+            Some(path) => crate::nemo::load_model(
+                path,
+                (self.legacy_frontend || self.no_legacy_frontend).then_some(self.legacy_frontend),
+            ),
             None => bail!(
                 "give a model folder with --model (this build has no embedded default model yet)"
             ),
@@ -65,6 +75,10 @@ pub struct TranscribeArgs {
     /// Write to this file, or into this folder (one file per input) if it is a folder or ends with '/'.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Also write each file's log-probabilities (frames × classes, blank last) to DIR/<stem>.safetensors
+    /// (tensor `log_probs`), computed on the whole file at once whatever --chunk-seconds says.
+    #[arg(long, value_name = "DIR")]
+    pub logprobs: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +143,10 @@ pub fn run_transcribe(a: TranscribeArgs) -> Result<()> {
     let files = inputs(&a.audio, a.manifest.as_deref())?;
     let opts = a.model.decode_options()?;
     let model = a.model.load()?;
+    let lp_failed = match &a.logprobs {
+        Some(dir) => crate::logprobs::write_all(&model, &files, dir)?,
+        None => 0,
+    };
     let folder = a
         .output
         .as_ref()
@@ -170,6 +188,12 @@ pub fn run_transcribe(a: TranscribeArgs) -> Result<()> {
     }
     if failed > 0 {
         bail!("{failed} of {} files could not be transcribed", files.len());
+    }
+    if lp_failed > 0 {
+        bail!(
+            "log-probabilities of {lp_failed} of {} files could not be written",
+            files.len()
+        );
     }
     Ok(())
 }

@@ -1,0 +1,472 @@
+//! `.nemo` import against NeMo 3.0 on tiny random-weight checkpoints (asr/tests/fixtures/make_nemo_fixtures.py):
+//! log-probs within 1e-4, greedy texts and ids exactly, conversion, tar.gz, the CLI, and one-line errors.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{Device, Tensor};
+use mezcla_asr::logprobs::{utterance_log_probs, LOG_PROBS_KEY};
+use mezcla_asr::model::{AsrModel, DecodeOptions};
+use mezcla_asr::nemo::{
+    self, char_vocabulary, legacy_from_version, load_nemo, NemoOptions, VocabularyKind,
+};
+use mezcla_datagen::audio::read_wav_at;
+use serde::Deserialize;
+
+const TOLERANCE: f32 = 1e-4;
+
+#[derive(Deserialize)]
+struct Reference {
+    models: BTreeMap<String, ModelRef>,
+}
+
+#[derive(Deserialize)]
+struct ModelRef {
+    nemo: String,
+    log_probs: String,
+    legacy_frontend: bool,
+    classes: usize,
+    min_top2_gap: f64,
+    files: BTreeMap<String, FileRef>,
+}
+
+#[derive(Deserialize)]
+struct FileRef {
+    wav: String,
+    frames: usize,
+    text: String,
+    greedy_ids: Vec<u32>,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nemo")
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn reference() -> Reference {
+    let text = std::fs::read_to_string(fixtures().join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn model_ref(name: &str) -> ModelRef {
+    reference().models.remove(name).unwrap()
+}
+
+fn nemo_path(name: &str) -> PathBuf {
+    fixtures().join(format!("{name}.nemo"))
+}
+
+fn audio(model: &AsrModel, f: &FileRef) -> Vec<f32> {
+    read_wav_at(&workspace().join(&f.wav), model.sample_rate())
+        .unwrap()
+        .samples
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Every file of the model: log-probs within the tolerance over the same frames, greedy ids and text equal
+/// (mezcla's text is whitespace-trimmed by design; NeMo's texts here have no outer whitespace anyway).
+/// Returns the largest difference.
+fn check_model(model: &AsrModel, m: &ModelRef) -> f32 {
+    // The text comparison is only meaningful when no frame is a near-tie at the tolerance.
+    assert!(m.min_top2_gap > 10.0 * f64::from(TOLERANCE));
+    let refs = candle_core::safetensors::load(fixtures().join(&m.log_probs), &Device::Cpu).unwrap();
+    let mut worst = 0f32;
+    for (stem, f) in &m.files {
+        let samples = audio(model, f);
+        let lp = utterance_log_probs(model, &samples).unwrap();
+        let want = &refs[stem];
+        assert_eq!(lp.dims(), want.dims(), "{}: {stem}", m.nemo);
+        assert_eq!(lp.dims(), &[f.frames, m.classes]);
+        let d = max_diff(&lp, want);
+        assert!(
+            d <= TOLERANCE,
+            "{}: {stem}: log-probs differ by {d}",
+            m.nemo
+        );
+        worst = worst.max(d);
+        let t = model
+            .transcribe(&samples, &DecodeOptions::default())
+            .unwrap();
+        assert_eq!(t.token_ids(), f.greedy_ids, "{}: {stem}", m.nemo);
+        assert_eq!(t.text, f.text.trim(), "{}: {stem}", m.nemo);
+    }
+    worst
+}
+
+#[test]
+fn char_ctc_matches_nemo() {
+    let m = model_ref("char_ctc");
+    let ckpt = nemo::read_nemo(&nemo_path("char_ctc"), &NemoOptions::default()).unwrap();
+    assert_eq!(ckpt.vocabulary, VocabularyKind::Char);
+    assert!(!ckpt.config.legacy_frontend);
+    assert_eq!(ckpt.nemo_version.as_deref(), Some("3.0.0"));
+    let model = load_nemo(&nemo_path("char_ctc"), &NemoOptions::default()).unwrap();
+    assert_eq!(model.tokenizer.vocab_size(), 28);
+    assert_eq!(model.tokenizer.id_to_piece(0).unwrap(), "▁");
+    let d = check_model(&model, &m);
+    eprintln!("char_ctc: max |Δ log-prob| = {d:e}");
+}
+
+#[test]
+fn bpe_ctc_matches_nemo() {
+    let m = model_ref("bpe_ctc");
+    let ckpt = nemo::read_nemo(&nemo_path("bpe_ctc"), &NemoOptions::default()).unwrap();
+    assert_eq!(ckpt.vocabulary, VocabularyKind::SentencePiece);
+    assert!(!ckpt.config.encoder.untie_biases && !ckpt.config.encoder.xscaling);
+    let model = load_nemo(&nemo_path("bpe_ctc"), &NemoOptions::default()).unwrap();
+    let d = check_model(&model, &m);
+    eprintln!("bpe_ctc: max |Δ log-prob| = {d:e}");
+}
+
+#[test]
+fn agg_ctc_legacy_matches_nemo() {
+    let m = model_ref("agg_ctc_legacy");
+    assert!(m.legacy_frontend);
+    let ckpt = nemo::read_nemo(&nemo_path("agg_ctc_legacy"), &NemoOptions::default()).unwrap();
+    assert_eq!(
+        ckpt.vocabulary,
+        VocabularyKind::Aggregate(vec!["en".into(), "es".into()])
+    );
+    assert_eq!(ckpt.nemo_version.as_deref(), Some("1.23.0"));
+    assert!(
+        ckpt.config.legacy_frontend,
+        "nemo_version 1.23.0 means the old front-end"
+    );
+    let model = load_nemo(&nemo_path("agg_ctc_legacy"), &NemoOptions::default()).unwrap();
+    assert_eq!(model.tokenizer.langs(), ["en", "es"]);
+    let d = check_model(&model, &m);
+    eprintln!("agg_ctc_legacy: max |Δ log-prob| = {d:e}");
+    // Words carry the language of their tokens' range.
+    let f = &m.files["en_000001"];
+    let t = model
+        .transcribe(&audio(&model, f), &DecodeOptions::default())
+        .unwrap();
+    assert!(t.words.iter().any(|w| w.lang == "en") && t.words.iter().any(|w| w.lang == "es"));
+}
+
+#[test]
+fn frontend_override_changes_the_frames() {
+    let m = model_ref("agg_ctc_legacy");
+    let current = load_nemo(
+        &nemo_path("agg_ctc_legacy"),
+        &NemoOptions {
+            legacy_frontend: Some(false),
+        },
+    )
+    .unwrap();
+    assert!(!current.config.legacy_frontend);
+    // en_000001 has 35912 samples: 224 frames now, 225 before (+1), so 56 rather than 57 after ×4.
+    let f = &m.files["en_000001"];
+    let lp = utterance_log_probs(&current, &audio(&current, f)).unwrap();
+    assert_eq!((f.frames, lp.dims()[0]), (57, 56));
+    // The same override works on a model folder.
+    let dir = tempfile::tempdir().unwrap();
+    nemo::convert(
+        &nemo_path("agg_ctc_legacy"),
+        dir.path(),
+        &NemoOptions::default(),
+    )
+    .unwrap();
+    let folder = nemo::load_model(dir.path(), Some(false)).unwrap();
+    let lp2 = utterance_log_probs(&folder, &audio(&folder, f)).unwrap();
+    assert_eq!(max_diff(&lp, &lp2), 0.0);
+}
+
+#[test]
+fn legacy_follows_nemo_version() {
+    for (v, legacy) in [
+        ("1.23.0", true),
+        ("2.4.1", true),
+        ("2.4.0rc2", true),
+        ("2.5.0rc0", false),
+        ("2.5.0", false),
+        ("3.0.0", false),
+        ("v1.0.0", true),
+    ] {
+        assert_eq!(legacy_from_version(Some(v)), Ok(legacy), "{v}");
+    }
+    assert!(legacy_from_version(None)
+        .unwrap_err()
+        .contains("nemo_version"));
+    assert!(legacy_from_version(Some("main"))
+        .unwrap_err()
+        .contains("nemo_version"));
+}
+
+#[test]
+fn converted_folders_match_nemo() {
+    for name in ["char_ctc", "bpe_ctc", "agg_ctc_legacy"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("model");
+        nemo::convert(&nemo_path(name), &out, &NemoOptions::default()).unwrap();
+        assert!(out.join(nemo::NEMO_CONFIG_COPY).is_file());
+        let model = AsrModel::load(&out).unwrap();
+        let m = model_ref(name);
+        assert_eq!(model.config.legacy_frontend, m.legacy_frontend);
+        check_model(&model, &m);
+    }
+}
+
+#[test]
+fn gzipped_archive_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("old.nemo");
+    let raw = std::fs::read(nemo_path("char_ctc")).unwrap();
+    let mut enc =
+        flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), Default::default());
+    enc.write_all(&raw).unwrap();
+    enc.finish().unwrap();
+    let model = load_nemo(&gz, &NemoOptions::default()).unwrap();
+    check_model(&model, &model_ref("char_ctc"));
+}
+
+#[test]
+fn char_vocabulary_decodes_like_nemo() {
+    let labels: Vec<String> = [" ", "a", "b", "c", "'"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let sp = char_vocabulary(&labels).unwrap();
+    assert_eq!(sp.vocab_size(), 5);
+    // NeMo joins the labels: leading, doubled and trailing spaces stay.
+    let ids = [0u32, 1, 4, 2, 0, 0, 3, 0];
+    let joined: String = ids.iter().map(|&i| labels[i as usize].as_str()).collect();
+    assert_eq!(sp.decode(&ids).unwrap(), joined);
+    assert_eq!(sp.encode_ids("ab c'"), vec![1, 2, 0, 3, 4]);
+    // Survives a save and reload.
+    let again = mezcla_tokenizer::SentencePieceModel::from_bytes(&sp.to_bytes(), "x").unwrap();
+    assert_eq!(again.decode(&ids).unwrap(), joined);
+    let dup: Vec<String> = ["a", "b", "a"].iter().map(|s| s.to_string()).collect();
+    assert!(char_vocabulary(&dup).unwrap_err().contains("twice"));
+}
+
+/// Copies a fixture archive with its `model_config.yaml` edited.
+fn edited(name: &str, dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
+    let mut src = tar::Archive::new(std::fs::File::open(nemo_path(name)).unwrap());
+    let out = dir.join(format!("{name}_edited.nemo"));
+    let mut b = tar::Builder::new(std::fs::File::create(&out).unwrap());
+    for e in src.entries().unwrap() {
+        let mut e = e.unwrap();
+        if !e.header().entry_type().is_file() {
+            continue;
+        }
+        let path = e.path().unwrap().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        if path.ends_with("model_config.yaml") {
+            let text = edit(std::str::from_utf8(&data).unwrap());
+            assert_ne!(text.as_bytes(), data, "the edit changed nothing");
+            data = text.into_bytes();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, &path, data.as_slice()).unwrap();
+    }
+    b.finish().unwrap();
+    out
+}
+
+/// The error of loading `path`, checked to be one line naming `path` and containing `needle`.
+fn load_error(path: &Path, needle: &str) -> String {
+    let e = match load_nemo(path, &NemoOptions::default()) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(!e.contains('\n'), "not one line: {e}");
+    assert!(e.contains(&path.display().to_string()), "{e}");
+    assert!(e.contains(needle), "{needle:?} not in {e:?}");
+    eprintln!("{e}");
+    e
+}
+
+#[test]
+fn errors_name_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    let text = d.join("notes.nemo");
+    std::fs::write(&text, "this is not an archive, just some text ".repeat(30)).unwrap();
+    load_error(&text, "tar");
+
+    let empty_tar = d.join("weights_only.nemo");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&empty_tar).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_cksum();
+        b.append_data(&mut h, "./model_weights.ckpt", &b"abc"[..])
+            .unwrap();
+        b.finish().unwrap();
+    }
+    load_error(&empty_tar, "model_config.yaml");
+
+    let cases: [(&str, &str, &str, &str); 10] = [
+        (
+            "char_ctc",
+            "  window: hann\n",
+            "  window: kaiser\n",
+            "preprocessor config `window`",
+        ),
+        (
+            "char_ctc",
+            "_target_: nemo.collections.asr.modules.ConformerEncoder",
+            "_target_: nemo.collections.asr.modules.ConvASREncoder",
+            "encoder._target_",
+        ),
+        (
+            "char_ctc",
+            "conv_norm_type: batch_norm",
+            "conv_norm_type: group_norm",
+            "encoder.conv_norm_type",
+        ),
+        (
+            "char_ctc",
+            "  xscaling: true\n",
+            "  xscaling: true\n  reduction: pooling\n",
+            "encoder.reduction",
+        ),
+        (
+            "char_ctc",
+            "  xscaling: true\n",
+            "  xscaling: true\n  shiny_new_option: 3\n",
+            "encoder.shiny_new_option",
+        ),
+        (
+            "char_ctc",
+            "  n_fft: 512\n",
+            "  n_fft: 512\n  fancy_mode: 1\n",
+            "fancy_mode",
+        ),
+        (
+            "char_ctc",
+            "target: nemo.collections.asr.models.ctc_models.EncDecCTCModel",
+            "target: nemo.collections.asr.models.rnnt_models.EncDecRNNTModel",
+            "target: nemo.collections.asr.models.rnnt_models.EncDecRNNTModel",
+        ),
+        ("char_ctc", "nemo_version: 3.0.0\n", "", "nemo_version"),
+        ("bpe_ctc", "  type: bpe", "  type: wpe", "tokenizer.type"),
+        (
+            "bpe_ctc",
+            "model_path: nemo:",
+            "model_path: nemo:gone_",
+            "tokenizer.model_path",
+        ),
+    ];
+    for (name, from, to, needle) in cases {
+        let path = edited(name, d, |y| {
+            assert!(y.contains(from), "{from:?} not in the fixture config");
+            y.replacen(from, to, 1)
+        });
+        load_error(&path, needle);
+    }
+}
+
+fn mezcla(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mezcla"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_transcribes_nemo_and_writes_log_probs() {
+    let m = model_ref("bpe_ctc");
+    let dir = tempfile::tempdir().unwrap();
+    let lp_dir = dir.path().join("lp");
+    let wavs: Vec<String> = m
+        .files
+        .values()
+        .map(|f| workspace().join(&f.wav).display().to_string())
+        .collect();
+    let model = nemo_path("bpe_ctc").display().to_string();
+    let mut args = vec![
+        "transcribe",
+        "--model",
+        &model,
+        "--logprobs",
+        lp_dir.to_str().unwrap(),
+    ];
+    args.extend(wavs.iter().map(String::as_str));
+    let out = mezcla(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let refs = candle_core::safetensors::load(fixtures().join(&m.log_probs), &Device::Cpu).unwrap();
+    for (stem, f) in &m.files {
+        assert!(
+            stdout.contains(&format!("[default] {}\n", f.text.trim())),
+            "{stem}: {stdout}"
+        );
+        let got = candle_core::safetensors::load(
+            lp_dir.join(format!("{stem}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert!(max_diff(&got[LOG_PROBS_KEY], &refs[stem]) <= TOLERANCE);
+    }
+
+    // convert, then transcribe the folder; --legacy-frontend changes the frame count of a folder too.
+    let folder = dir.path().join("converted");
+    let out = mezcla(&["convert", &model, "--out", folder.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line.contains("EncDecCTCModelBPE") && line.contains("current front-end"),
+        "{line}"
+    );
+    let (stem, f) = m.files.iter().next().unwrap();
+    let wav = workspace().join(&f.wav).display().to_string();
+    let lp2 = dir.path().join("lp2");
+    let out = mezcla(&[
+        "transcribe",
+        "--model",
+        folder.to_str().unwrap(),
+        "--legacy-frontend",
+        "--logprobs",
+        lp2.to_str().unwrap(),
+        &wav,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = candle_core::safetensors::load(lp2.join(format!("{stem}.safetensors")), &Device::Cpu)
+        .unwrap();
+    assert_ne!(got[LOG_PROBS_KEY].dims()[0], f.frames);
+
+    // Errors are one line naming the file.
+    let bad = dir.path().join("bad.nemo");
+    std::fs::write(&bad, b"not a tar").unwrap();
+    let out = mezcla(&["transcribe", "--model", bad.to_str().unwrap(), &wav]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bad.nemo"), "{err}");
+}
