@@ -285,6 +285,9 @@ impl SpecAugment {
                 spec.len()
             )));
         }
+        if spec.is_empty() {
+            return Ok(());
+        }
         let masks = self.draw(n_freq, n_frames, length, rng)?;
         self.apply_masks(spec, n_frames, &masks);
         Ok(())
@@ -460,6 +463,9 @@ mod tests {
             }
         }
         assert!(a.apply_batch(&x, &[1, 2], 0).is_err());
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        a.apply(&mut [], 12, 0, 0, &mut rng).unwrap();
+        assert!(a.apply(&mut [0.0; 5], 12, 30, 5, &mut rng).is_err());
         let id = aug("{}");
         assert!(id.is_identity());
         let y = id.apply_batch(&x, &lengths, 0).unwrap();
