@@ -36,6 +36,10 @@ fn check_with(name: &str, opts: TrainOptions, two_sided: bool) {
         ratio <= 1.03,
         "{name}: {ours:.3} tokens/sentence vs reference {theirs:.3}"
     );
+    assert!(
+        !two_sided || ratio >= 0.97,
+        "{name}: {ours:.3} tokens/sentence vs reference {theirs:.3} (more than 3 % fewer)"
+    );
     for s in tests.iter().take(50) {
         let ids = again.encode_ids(s);
         assert!(!ids.is_empty());
