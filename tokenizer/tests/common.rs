@@ -35,4 +35,6 @@ pub const MODELS: &[&str] = &[
     "hi_unigram_64_identity",
     "hi_bpe_400_bf_identity",
     "hi_unigram_250",
+    "es_char_identity",
+    "en_word_2000_identity",
 ];
