@@ -35,6 +35,10 @@ pub struct NemoOptions {
     /// Force NeMo's pre-2025 front-end on (`Some(true)`) or off; `None`: decided by `nemo_version`
     /// (older than 2.5.0, the first release with NVIDIA/NeMo 0fd4de534b, means the old front-end).
     pub legacy_frontend: Option<bool>,
+    /// Run a hybrid RNN-T/CTC model (`EncDecHybridRNNTCTC[BPE]Model`) with its CTC head (`aux_ctc`), as NeMo
+    /// does after `change_decoding_strategy(decoder_type="ctc")`; without it such models are refused, since
+    /// NeMo decodes them with the RNN-T head by default.
+    pub ctc_head: bool,
 }
 
 /// The vocabulary of a NeMo CTC model.
@@ -48,7 +52,8 @@ pub enum VocabularyKind {
     Aggregate(Vec<String>),
 }
 
-/// A `.nemo` checkpoint mapped onto mezcla: config, weights (NeMo names, f32) and tokenizer.
+/// A `.nemo` checkpoint mapped onto mezcla: config, weights (NeMo names, f32; a hybrid's CTC head renamed
+/// `decoder.…`) and tokenizer.
 pub struct NemoCheckpoint {
     pub config: ModelConfig,
     pub tensors: HashMap<String, Tensor>,
@@ -72,9 +77,15 @@ pub fn is_nemo_path(path: &Path) -> bool {
 
 /// Loads a model for inference: a `.nemo` archive or a mezcla model folder; `legacy_frontend` overrides the
 /// front-end behaviour recorded in either.
-pub fn load_model(path: &Path, legacy_frontend: Option<bool>) -> Result<AsrModel> {
+pub fn load_model(path: &Path, legacy_frontend: Option<bool>, ctc_head: bool) -> Result<AsrModel> {
     if is_nemo_path(path) {
-        return load_nemo(path, &NemoOptions { legacy_frontend });
+        return load_nemo(
+            path,
+            &NemoOptions {
+                legacy_frontend,
+                ctc_head,
+            },
+        );
     }
     let mut model = AsrModel::load(path)?;
     if let Some(legacy) = legacy_frontend {
@@ -235,7 +246,20 @@ pub fn read_nemo(path: &Path, opts: &NemoOptions) -> Result<NemoCheckpoint> {
         _ => root,
     };
 
-    let target = check_target(&root).map_err(cerr)?;
+    let target = check_target(&root, opts.ctc_head).map_err(cerr)?;
+    // A hybrid model's CTC head is `aux_ctc.decoder` in the config and `ctc_decoder.…` in the weights.
+    let hybrid = class_name(&target).starts_with("EncDecHybridRNNTCTC");
+    let (decoder_key, weights_prefix) = if hybrid {
+        ("aux_ctc.decoder", "ctc_decoder.")
+    } else {
+        ("decoder", "decoder.")
+    };
+    let decoder = if hybrid {
+        section(section(&root, "aux_ctc").map_err(cerr)?, "decoder")
+            .map_err(|e| cerr(format!("aux_ctc.{e}")))?
+    } else {
+        section(&root, "decoder").map_err(cerr)?
+    };
     let nemo_version = root.get("nemo_version").map(value_text);
     let legacy = match opts.legacy_frontend {
         Some(l) => l,
@@ -277,9 +301,15 @@ pub fn read_nemo(path: &Path, opts: &NemoOptions) -> Result<NemoCheckpoint> {
         }
     }
 
-    let (tokenizer, vocabulary) = build_tokenizer(&root, &archive, &shown)?;
-    let decoder = section(&root, "decoder").map_err(cerr)?;
-    check_decoder(decoder, encoder.output_dim(), &tokenizer, &vocabulary).map_err(cerr)?;
+    let (tokenizer, vocabulary) = build_tokenizer(&root, decoder, decoder_key, &archive, &shown)?;
+    check_decoder(
+        decoder,
+        decoder_key,
+        encoder.output_dim(),
+        &tokenizer,
+        &vocabulary,
+    )
+    .map_err(cerr)?;
 
     if let Some(s) = &archive.sharded {
         bail!("{shown}: {s}: model-parallel checkpoints are not supported");
@@ -287,7 +317,7 @@ pub fn read_nemo(path: &Path, opts: &NemoOptions) -> Result<NemoCheckpoint> {
     let Some(weights) = &archive.weights else {
         bail!("{shown}: the archive has no {WEIGHTS_MEMBER}");
     };
-    let tensors = read_weights(weights.path())
+    let tensors = read_weights(weights.path(), weights_prefix)
         .map_err(|e| anyhow!("{shown}: {WEIGHTS_MEMBER}: {}", one_line(&e)))?;
 
     // ModelConfig::new fills the format marker; everything else comes from the checkpoint.
@@ -329,7 +359,7 @@ fn class_name(target: &str) -> &str {
     target.rsplit('.').next().unwrap_or(target)
 }
 
-fn check_target(root: &Value) -> std::result::Result<String, String> {
+fn check_target(root: &Value, ctc_head: bool) -> std::result::Result<String, String> {
     let target = match root.get("target") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => return Err(format!("target: not a class path: {}", value_text(other))),
@@ -343,9 +373,14 @@ fn check_target(root: &Value) -> std::result::Result<String, String> {
     };
     match class_name(&target) {
         "EncDecCTCModel" | "EncDecCTCModelBPE" => Ok(target),
+        "EncDecHybridRNNTCTCModel" | "EncDecHybridRNNTCTCBPEModel" if ctc_head => Ok(target),
+        "EncDecHybridRNNTCTCModel" | "EncDecHybridRNNTCTCBPEModel" => Err(format!(
+            "target: {target}: the RNN-T head of hybrid models is not supported yet; pass --ctc-head to \
+             run its CTC head (NeMo's decoder_type=\"ctc\")"
+        )),
         c if c.contains("RNNT") || c.contains("Transducer") => Err(format!(
-            "target: {target}: RNN-T / hybrid models are not supported yet (only EncDecCTCModel and \
-             EncDecCTCModelBPE)"
+            "target: {target}: RNN-T models are not supported yet (only CTC: EncDecCTCModel, \
+             EncDecCTCModelBPE, and hybrids' CTC head with --ctc-head)"
         )),
         _ => Err(format!(
             "target: {target} is not supported (only EncDecCTCModel and EncDecCTCModelBPE)"
@@ -543,6 +578,7 @@ fn check_encoder_value(key: &str, v: &Value) -> std::result::Result<(), String> 
 
 fn check_decoder(
     dec: &Value,
+    name: &str,
     feat: usize,
     tok: &ConcatTokenizer,
     kind: &VocabularyKind,
@@ -555,14 +591,14 @@ fn check_decoder(
                 let t = value_text(v);
                 if class_name(&t) != "ConvASRDecoder" {
                     return Err(format!(
-                        "decoder._target_: {t} is not supported (only ConvASRDecoder)"
+                        "{name}._target_: {t} is not supported (only ConvASRDecoder)"
                     ));
                 }
             }
             "feat_in" => {
                 if !v.is_null() && v.as_u64() != Some(feat as u64) {
                     return Err(format!(
-                        "decoder.feat_in: {} differs from the encoder's output size {feat}",
+                        "{name}.feat_in: {} differs from the encoder's output size {feat}",
                         value_text(v)
                     ));
                 }
@@ -571,7 +607,7 @@ fn check_decoder(
                 let n = v.as_i64().unwrap_or(-1);
                 if n > 0 && n as usize != tok.vocab_size() {
                     return Err(format!(
-                        "decoder.num_classes: {n} differs from the vocabulary size {}",
+                        "{name}.num_classes: {n} differs from the vocabulary size {}",
                         tok.vocab_size()
                     ));
                 }
@@ -582,7 +618,7 @@ fn check_decoder(
                 {
                     if !list.is_empty() && list.len() != tok.vocab_size() {
                         return Err(format!(
-                            "decoder.vocabulary: {} entries but the tokenizer has {}",
+                            "{name}.vocabulary: {} entries but the tokenizer has {}",
                             list.len(),
                             tok.vocab_size()
                         ));
@@ -592,10 +628,10 @@ fn check_decoder(
             "init_mode" => {}
             "add_blank" => {
                 if !is_null_or(v, |v| v.as_bool() == Some(true)) {
-                    return Err("decoder.add_blank: false is not supported".into());
+                    return Err(format!("{name}.add_blank: false is not supported"));
                 }
             }
-            _ => return Err(format!("decoder.{key}: not supported by mezcla")),
+            _ => return Err(format!("{name}.{key}: not supported by mezcla")),
         }
     }
     Ok(())
@@ -604,19 +640,23 @@ fn check_decoder(
 /// The tokenizer of the checkpoint: SentencePiece (`bpe`), aggregate (`agg`) or a char vocabulary.
 fn build_tokenizer(
     root: &Value,
+    decoder: &Value,
+    decoder_key: &str,
     archive: &Archive,
     shown: &str,
 ) -> Result<(ConcatTokenizer, VocabularyKind)> {
     let cerr = |msg: String| anyhow!("{shown}: {CONFIG_MEMBER}: {msg}");
     let Some(tok) = root.get("tokenizer").filter(|t| !t.is_null()) else {
-        let labels = root
-            .get("decoder")
-            .and_then(|d| d.get("vocabulary"))
+        let vocab_key = format!("{decoder_key}.vocabulary");
+        let labels = decoder
+            .get("vocabulary")
             .filter(|v| v.as_sequence().is_some_and(|s| !s.is_empty()))
-            .map(|v| ("decoder.vocabulary", v))
+            .map(|v| (vocab_key.as_str(), v))
             .or_else(|| root.get("labels").map(|v| ("labels", v)))
             .ok_or_else(|| {
-                cerr("no `tokenizer` and no `decoder.vocabulary` / `labels`: no vocabulary".into())
+                cerr(format!(
+                    "no `tokenizer` and no `{vocab_key}` / `labels`: no vocabulary"
+                ))
             })?;
         let (key, list) = labels;
         let list = list
@@ -754,17 +794,19 @@ pub fn char_vocabulary(labels: &[String]) -> std::result::Result<SentencePieceMo
     SentencePieceModel::from_bytes(&model.to_bytes(), "char vocabulary").map_err(|e| one_line(&e))
 }
 
-/// The encoder and CTC head tensors of a PyTorch state dict, as f32.
-fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
+/// The encoder and CTC head (`<ctc_prefix>…`, renamed `decoder.…`) tensors of a PyTorch state dict, as f32.
+fn read_weights(path: &Path, ctc_prefix: &str) -> Result<HashMap<String, Tensor>> {
     let pth = candle_core::pickle::PthTensors::new(path, None)
         .map_err(|e| anyhow!("not a PyTorch checkpoint: {}", one_line(&e)))?;
     let mut names: Vec<&String> = pth.tensor_infos().keys().collect();
     names.sort();
     let mut out = HashMap::new();
     for name in names {
-        if !(name.starts_with("encoder.") || name.starts_with("decoder.")) {
-            continue;
-        }
+        let key = match name.strip_prefix(ctc_prefix) {
+            Some(rest) => format!("decoder.{rest}"),
+            None if name.starts_with("encoder.") => name.clone(),
+            None => continue,
+        };
         let info = &pth.tensor_infos()[name];
         if !info.dtype.is_float() {
             continue; // num_batches_tracked and other counters
@@ -774,10 +816,10 @@ fn read_weights(path: &Path) -> Result<HashMap<String, Tensor>> {
             .map_err(|e| anyhow!("{name}: {}", one_line(&e)))?
             .ok_or_else(|| anyhow!("{name}: missing"))?
             .to_dtype(DType::F32)?;
-        out.insert(name.clone(), t);
+        out.insert(key, t);
     }
     if out.is_empty() {
-        bail!("no encoder.* or decoder.* tensors");
+        bail!("no encoder.* or {ctc_prefix}* tensors");
     }
     Ok(out)
 }

@@ -162,12 +162,33 @@ fn agg_ctc_legacy_matches_nemo() {
 }
 
 #[test]
+fn hybrid_ctc_head_matches_nemo() {
+    let path = nemo_path("hybrid_ctc_head");
+    // NeMo decodes hybrids with their RNN-T head by default: the CTC head is opt-in.
+    load_error(&path, "--ctc-head");
+    let opts = NemoOptions {
+        legacy_frontend: None,
+        ctc_head: true,
+    };
+    let ckpt = nemo::read_nemo(&path, &opts).unwrap();
+    assert!(ckpt.target.ends_with("EncDecHybridRNNTCTCBPEModel"));
+    assert!(ckpt
+        .tensors
+        .keys()
+        .all(|k| k.starts_with("encoder.") || k.starts_with("decoder.decoder_layers.0.")));
+    let model = load_nemo(&path, &opts).unwrap();
+    let d = check_model(&model, &model_ref("hybrid_ctc_head"));
+    eprintln!("hybrid_ctc_head: max |Δ log-prob| = {d:e}");
+}
+
+#[test]
 fn frontend_override_changes_the_frames() {
     let m = model_ref("agg_ctc_legacy");
     let current = load_nemo(
         &nemo_path("agg_ctc_legacy"),
         &NemoOptions {
             legacy_frontend: Some(false),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -184,7 +205,7 @@ fn frontend_override_changes_the_frames() {
         &NemoOptions::default(),
     )
     .unwrap();
-    let folder = nemo::load_model(dir.path(), Some(false)).unwrap();
+    let folder = nemo::load_model(dir.path(), Some(false), false).unwrap();
     let lp2 = utterance_log_probs(&folder, &audio(&folder, f)).unwrap();
     assert_eq!(max_diff(&lp, &lp2), 0.0);
 }
@@ -212,10 +233,14 @@ fn legacy_follows_nemo_version() {
 
 #[test]
 fn converted_folders_match_nemo() {
-    for name in ["char_ctc", "bpe_ctc", "agg_ctc_legacy"] {
+    for name in ["char_ctc", "bpe_ctc", "agg_ctc_legacy", "hybrid_ctc_head"] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("model");
-        nemo::convert(&nemo_path(name), &out, &NemoOptions::default()).unwrap();
+        let opts = NemoOptions {
+            ctc_head: name.starts_with("hybrid"),
+            ..Default::default()
+        };
+        nemo::convert(&nemo_path(name), &out, &opts).unwrap();
         assert!(out.join(nemo::NEMO_CONFIG_COPY).is_file());
         let model = AsrModel::load(&out).unwrap();
         let m = model_ref(name);

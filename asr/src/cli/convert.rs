@@ -20,12 +20,16 @@ pub struct ConvertArgs {
     /// Record NeMo's current front-end whatever nemo_version says.
     #[arg(long)]
     pub no_legacy_frontend: bool,
+    /// Convert a hybrid RNN-T/CTC model's CTC head (NeMo's decoder_type="ctc").
+    #[arg(long)]
+    pub ctc_head: bool,
 }
 
 pub fn run(a: ConvertArgs) -> Result<()> {
     let out = a.out.unwrap_or_else(|| nemo::default_output(&a.model));
     let opts = NemoOptions {
         legacy_frontend: (a.legacy_frontend || a.no_legacy_frontend).then_some(a.legacy_frontend),
+        ctc_head: a.ctc_head,
     };
     let ckpt = nemo::convert(&a.model, &out, &opts)?;
     let vocab = match &ckpt.vocabulary {

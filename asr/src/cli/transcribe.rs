@@ -25,6 +25,9 @@ pub struct ModelArgs {
     /// Use NeMo's current front-end whatever the model records.
     #[arg(long)]
     pub no_legacy_frontend: bool,
+    /// Run a hybrid RNN-T/CTC `.nemo` model with its CTC head (NeMo's decoder_type="ctc").
+    #[arg(long)]
+    pub ctc_head: bool,
     /// Beam size of the CTC prefix beam search (1: greedy).
     #[arg(long, default_value_t = 1)]
     pub beam: usize,
@@ -42,6 +45,7 @@ impl ModelArgs {
             Some(path) => crate::nemo::load_model(
                 path,
                 (self.legacy_frontend || self.no_legacy_frontend).then_some(self.legacy_frontend),
+                self.ctc_head,
             ),
             None => bail!(
                 "give a model folder with --model (this build has no embedded default model yet)"
