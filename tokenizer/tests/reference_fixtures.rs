@@ -98,3 +98,28 @@ fn models_round_trip_through_writer() {
         assert_eq!(model.encode(text), again.encode(text));
     }
 }
+
+#[test]
+fn more_sentences_ids_match_reference() {
+    let mut total = 0;
+    for name in MODELS {
+        let path = format!("extra_ids_{name}.txt.gz");
+        if !fixture(&path).exists() {
+            continue;
+        }
+        let model = SentencePieceModel::load(fixture(&format!("{name}.model"))).unwrap();
+        let lang = &name[..2];
+        let texts = common::gz_lines(&format!("extra_{lang}.txt.gz"));
+        let ids = common::gz_lines(&path);
+        assert_eq!(texts.len(), ids.len());
+        for (t, want) in texts.iter().zip(&ids) {
+            let want: Vec<u32> = want
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect();
+            assert_eq!(model.encode_ids(t), want, "{name}: {t:?}");
+        }
+        total += texts.len();
+    }
+    assert!(total >= 8000, "{total}");
+}
