@@ -257,7 +257,9 @@ impl ConcatTokenizer {
         Self::new(parts).map_err(|e| bad(e.to_string()))
     }
 
-    /// Saves the tokenizer as a folder: `<lang>.model` per language plus `concat_tokenizer.json`.
+    /// Saves the tokenizer as a folder: `NN_<lang>.model` per language, each written atomically, then
+    /// `concat_tokenizer.json` (also atomically) last, so a folder is complete once its config exists; loading
+    /// checks each model against the offsets and sizes the config records.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -68,6 +68,7 @@ pub struct TrainArgs {
     /// Vocabulary size per language: N, or LANG=N (repeatable) to set languages apart.
     #[arg(long = "vocab-size", value_name = "[LANG=]N", default_values_t = vec!["1024".to_string()])]
     pub vocab_size: Vec<String>,
+    /// Segmentation model to train.
     #[arg(long, value_enum, default_value_t = ModelTypeArg::Unigram)]
     pub model_type: ModelTypeArg,
     /// Fraction of characters (by frequency) kept in the alphabet.
@@ -76,6 +77,7 @@ pub struct TrainArgs {
     /// Encode unknown characters as UTF-8 byte pieces.
     #[arg(long)]
     pub byte_fallback: bool,
+    /// Normalization rule stored in the model (nmt-nfkc is SentencePiece's default).
     #[arg(long, value_enum, default_value_t = NormalizationArg::NmtNfkc)]
     pub normalization: NormalizationArg,
     /// Symbols always kept whole (comma-separated).
