@@ -68,3 +68,21 @@ pub fn write_all(model: &AsrModel, files: &[PathBuf], dir: &Path) -> Result<usiz
     }
     Ok(failed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_are_named_by_stem_and_collisions_refused() {
+        let dir = Path::new("out");
+        let files = [PathBuf::from("en/a.wav"), PathBuf::from("es/b.wav")];
+        assert_eq!(
+            output_paths(dir, &files).unwrap(),
+            [dir.join("a.safetensors"), dir.join("b.safetensors")]
+        );
+        let clash = [PathBuf::from("en/a.wav"), PathBuf::from("es/a.wav")];
+        let e = output_paths(dir, &clash).unwrap_err().to_string();
+        assert!(e.contains("en/a.wav") && e.contains("es/a.wav"), "{e}");
+    }
+}

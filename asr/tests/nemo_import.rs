@@ -284,6 +284,13 @@ fn char_vocabulary_decodes_like_nemo() {
 
 /// Copies a fixture archive with its `model_config.yaml` edited.
 fn edited(name: &str, dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
+    edited_member(name, dir, "model_config.yaml", |data| {
+        edit(std::str::from_utf8(data).unwrap()).into_bytes()
+    })
+}
+
+/// Copies a fixture archive with one member's bytes replaced.
+fn edited_member(name: &str, dir: &Path, member: &str, edit: impl Fn(&[u8]) -> Vec<u8>) -> PathBuf {
     let mut src = tar::Archive::new(std::fs::File::open(nemo_path(name)).unwrap());
     let out = dir.join(format!("{name}_edited.nemo"));
     let mut b = tar::Builder::new(std::fs::File::create(&out).unwrap());
@@ -295,10 +302,10 @@ fn edited(name: &str, dir: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
         let path = e.path().unwrap().into_owned();
         let mut data = Vec::new();
         e.read_to_end(&mut data).unwrap();
-        if path.ends_with("model_config.yaml") {
-            let text = edit(std::str::from_utf8(&data).unwrap());
-            assert_ne!(text.as_bytes(), data, "the edit changed nothing");
-            data = text.into_bytes();
+        if path.ends_with(member) {
+            let new = edit(&data);
+            assert_ne!(new, data, "the edit changed nothing");
+            data = new;
         }
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
@@ -343,6 +350,15 @@ fn errors_name_the_file_and_key() {
         b.finish().unwrap();
     }
     load_error(&empty_tar, "model_config.yaml");
+
+    let bad_weights = edited_member("char_ctc", d, "model_weights.ckpt", |_| b"PK?".to_vec());
+    load_error(&bad_weights, "model_weights.ckpt: not a PyTorch checkpoint");
+
+    // Weights of the wrong shape: the feed-forward layers were trained 2× wide, the config now says 4×.
+    let wrong = edited("char_ctc", d, |y| {
+        y.replacen("ff_expansion_factor: 2", "ff_expansion_factor: 4", 1)
+    });
+    load_error(&wrong, "model_weights.ckpt does not fit model_config.yaml");
 
     let cases: [(&str, &str, &str, &str); 10] = [
         (
