@@ -421,3 +421,40 @@ fn errors_are_one_line() {
     ]);
     assert!(e.contains("not an id"), "{e}");
 }
+
+#[test]
+fn nemo_agg_config_as_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    for (lang, name) in [("en", "en_unigram_4000"), ("es", "es_unigram_1000_bf")] {
+        let d = dir.path().join(lang);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(fx(&format!("{name}.model")), d.join("tokenizer.model")).unwrap();
+    }
+    let cfg = dir.path().join("model_config.yaml");
+    std::fs::write(&cfg, "tokenizer:\n  type: agg\n  langs:\n    en: {dir: en, type: bpe}\n    es: {dir: es, type: bpe}\n")
+        .unwrap();
+    let info: Value = serde_json::from_str(
+        ok(&[
+            "tokenizer",
+            "info",
+            "--tokenizer",
+            cfg.to_str().unwrap(),
+            "--json",
+        ])
+        .trim(),
+    )
+    .unwrap();
+    assert_eq!(info["vocab_size"], 5000);
+    assert_eq!(info["languages"][1]["lang"], "es");
+    assert_eq!(info["languages"][1]["offset"], 4000);
+    let out = ok(&[
+        "tokenizer",
+        "encode",
+        "--tokenizer",
+        cfg.to_str().unwrap(),
+        "--lang",
+        "es",
+        "qué tal",
+    ]);
+    assert_eq!(out.trim(), "4663 4749");
+}
