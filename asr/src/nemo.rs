@@ -26,11 +26,11 @@ pub const CONFIG_MEMBER: &str = "model_config.yaml";
 pub const WEIGHTS_MEMBER: &str = "model_weights.ckpt";
 /// A converted model folder keeps the original NeMo config under this name, for reference.
 pub const NEMO_CONFIG_COPY: &str = "nemo_model_config.yaml";
-/// Language name given to a monolingual NeMo tokenizer (NeMo records none).
+/// Language name given to a monolingual NeMo tokenizer when none is asked for (NeMo records none).
 pub const MONOLINGUAL_LANG: &str = "default";
 
 /// How to read a `.nemo` file.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct NemoOptions {
     /// Force NeMo's pre-2025 front-end on (`Some(true)`) or off; `None`: decided by `nemo_version`
     /// (older than 2.5.0, the first release with NVIDIA/NeMo 0fd4de534b, means the old front-end).
@@ -39,6 +39,9 @@ pub struct NemoOptions {
     /// does after `change_decoding_strategy(decoder_type="ctc")`; without it such models are refused, since
     /// NeMo decodes them with the RNN-T head by default.
     pub ctc_head: bool,
+    /// Language of a monolingual (char or single SentencePiece) vocabulary; default `default`. An error for
+    /// aggregate tokenizers, whose languages are in the config.
+    pub lang: Option<String>,
 }
 
 /// The vocabulary of a NeMo CTC model.
@@ -84,6 +87,7 @@ pub fn load_model(path: &Path, legacy_frontend: Option<bool>, ctc_head: bool) ->
             &NemoOptions {
                 legacy_frontend,
                 ctc_head,
+                lang: None,
             },
         );
     }
@@ -302,6 +306,18 @@ pub fn read_nemo(path: &Path, opts: &NemoOptions) -> Result<NemoCheckpoint> {
     }
 
     let (tokenizer, vocabulary) = build_tokenizer(&root, decoder, decoder_key, &archive, &shown)?;
+    let tokenizer = match (&opts.lang, &vocabulary) {
+        (None, _) => tokenizer,
+        (Some(_), VocabularyKind::Aggregate(langs)) => bail!(
+            "{shown}: --lang applies to monolingual models; this one's languages are {} (tokenizer.langs)",
+            langs.join(", ")
+        ),
+        (Some(lang), _) => {
+            let model = tokenizer.models()[0].clone();
+            ConcatTokenizer::new(vec![(lang.clone(), model)])
+                .map_err(|e| anyhow!("--lang {lang:?}: {}", one_line(&e)))?
+        }
+    };
     check_decoder(
         decoder,
         decoder_key,

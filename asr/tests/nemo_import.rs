@@ -151,6 +151,15 @@ fn agg_ctc_legacy_matches_nemo() {
     );
     let model = load_nemo(&nemo_path("agg_ctc_legacy"), &NemoOptions::default()).unwrap();
     assert_eq!(model.tokenizer.langs(), ["en", "es"]);
+    // The languages come from the config; --lang is for monolingual models only.
+    let agg_lang = NemoOptions {
+        lang: Some("es".into()),
+        ..Default::default()
+    };
+    let e = nemo::read_nemo(&nemo_path("agg_ctc_legacy"), &agg_lang)
+        .err()
+        .unwrap();
+    assert!(format!("{e:#}").contains("tokenizer.langs"), "{e:#}");
     let d = check_model(&model, &m);
     eprintln!("agg_ctc_legacy: max |Δ log-prob| = {d:e}");
     // Words carry the language of their tokens' range.
@@ -167,8 +176,8 @@ fn hybrid_ctc_head_matches_nemo() {
     // NeMo decodes hybrids with their RNN-T head by default: the CTC head is opt-in.
     load_error(&path, "--ctc-head");
     let opts = NemoOptions {
-        legacy_frontend: None,
         ctc_head: true,
+        ..Default::default()
     };
     let ckpt = nemo::read_nemo(&path, &opts).unwrap();
     assert!(ckpt.target.ends_with("EncDecHybridRNNTCTCBPEModel"));
@@ -238,11 +247,15 @@ fn converted_folders_match_nemo() {
         let out = dir.path().join("model");
         let opts = NemoOptions {
             ctc_head: name.starts_with("hybrid"),
+            lang: (name == "bpe_ctc").then(|| "en".to_string()),
             ..Default::default()
         };
         nemo::convert(&nemo_path(name), &out, &opts).unwrap();
         assert!(out.join(nemo::NEMO_CONFIG_COPY).is_file());
         let model = AsrModel::load(&out).unwrap();
+        if name == "bpe_ctc" {
+            assert_eq!(model.tokenizer.langs(), ["en"]);
+        }
         let m = model_ref(name);
         assert_eq!(model.config.legacy_frontend, m.legacy_frontend);
         check_model(&model, &m);

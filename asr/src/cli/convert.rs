@@ -23,6 +23,9 @@ pub struct ConvertArgs {
     /// Convert a hybrid RNN-T/CTC model's CTC head (NeMo's decoder_type="ctc").
     #[arg(long)]
     pub ctc_head: bool,
+    /// Language of a monolingual model's vocabulary, used to tag its words (default: "default").
+    #[arg(long)]
+    pub lang: Option<String>,
 }
 
 pub fn run(a: ConvertArgs) -> Result<()> {
@@ -30,6 +33,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let opts = NemoOptions {
         legacy_frontend: (a.legacy_frontend || a.no_legacy_frontend).then_some(a.legacy_frontend),
         ctc_head: a.ctc_head,
+        lang: a.lang.clone(),
     };
     let ckpt = nemo::convert(&a.model, &out, &opts)?;
     let vocab = match &ckpt.vocabulary {
