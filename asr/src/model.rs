@@ -226,44 +226,74 @@ impl AsrModel {
             let e = self.emissions(&[audio], opts.beam)?;
             return Ok(decode::transcript(&self.tokenizer, &e, fs, 0.0)?);
         }
-        let step = chunk - overlap;
-        let mut merged: Vec<Emission> = Vec::new();
-        // Frames are counted from the start of the file; `cut` is the first global frame the next chunk owns.
-        let mut cut = 0usize;
+        // Chunks start on frame boundaries, so that chunk frames map exactly onto the file's frames.
+        let spf = self.frontend.hop_length() * self.config.encoder.subsampling_factor;
+        let step = ((chunk - overlap) / spf).max(1) * spf;
+        let mut chunks = Vec::new();
         let mut start = 0usize;
-        let samples_per_frame = fs * sr;
         loop {
             let end = (start + chunk).min(audio.len());
-            let offset = (start as f64 / samples_per_frame).round() as usize;
-            let emissions = self.emissions(&[&audio[start..end]], opts.beam)?;
-            let last = end == audio.len();
-            let next_cut = if last {
-                usize::MAX
-            } else {
-                // The seam: the middle of the longest blank stretch in the middle half of the overlap.
-                let ov_start = ((start + step) as f64 / samples_per_frame) as usize;
-                let ov_end = (end as f64 / samples_per_frame) as usize;
-                let quarter = ov_end.saturating_sub(ov_start) / 4;
-                seam(&emissions, offset, ov_start + quarter, ov_end - quarter).max(cut)
-            };
-            for e in emissions {
-                let g = Emission {
-                    id: e.id,
-                    start: e.start + offset,
-                    end: e.end + offset,
-                };
-                if g.start >= cut && g.start < next_cut {
-                    merged.push(g);
-                }
-            }
-            if last {
+            chunks.push(ChunkEmissions {
+                offset: start / spf,
+                overlap: if end == audio.len() {
+                    None
+                } else {
+                    Some(((start + step) / spf, end / spf))
+                },
+                emissions: self.emissions(&[&audio[start..end]], opts.beam)?,
+            });
+            if end == audio.len() {
                 break;
             }
-            cut = next_cut;
             start += step;
         }
-        Ok(decode::transcript(&self.tokenizer, &merged, fs, 0.0)?)
+        Ok(decode::transcript(
+            &self.tokenizer,
+            &merge_chunks(&chunks),
+            fs,
+            0.0,
+        )?)
     }
+}
+
+/// The emissions of one chunk of a long file.
+#[derive(Debug, Clone)]
+pub struct ChunkEmissions {
+    /// The chunk's first frame in the file.
+    pub offset: usize,
+    /// The file frames [start, end) this chunk shares with the next one; `None` for the last chunk.
+    pub overlap: Option<(usize, usize)>,
+    /// Emissions in the chunk's own frames.
+    pub emissions: Vec<Emission>,
+}
+
+/// Joins chunk emissions into the file's: each seam is the middle of the longest stretch without emissions in
+/// the middle half of an overlap (a pause), and every emission belongs to the one chunk whose span between seams
+/// holds its start.
+pub fn merge_chunks(chunks: &[ChunkEmissions]) -> Vec<Emission> {
+    let mut merged = Vec::new();
+    let mut cut = 0usize;
+    for c in chunks {
+        let next_cut = match c.overlap {
+            None => usize::MAX,
+            Some((lo, hi)) => {
+                let quarter = hi.saturating_sub(lo) / 4;
+                seam(&c.emissions, c.offset, lo + quarter, hi - quarter).max(cut)
+            }
+        };
+        for e in &c.emissions {
+            let g = Emission {
+                id: e.id,
+                start: e.start + c.offset,
+                end: e.end + c.offset,
+            };
+            if g.start >= cut && g.start < next_cut {
+                merged.push(g);
+            }
+        }
+        cut = next_cut;
+    }
+    merged
 }
 
 /// The middle of the longest gap between emissions inside global frames [lo, hi).
@@ -310,4 +340,86 @@ pub fn save_model(
     mezcla_datagen::atomic::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
         .with_context(|| format!("{}: cannot write the config", dir.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a model that only hears local context would emit for a chunk: the file's emissions whose frames
+    /// lie inside it, in chunk frames.
+    fn chunk_of(file: &[Emission], start: usize, end: usize) -> Vec<Emission> {
+        file.iter()
+            .filter(|e| e.start >= start && e.end <= end)
+            .map(|e| Emission {
+                id: e.id,
+                start: e.start - start,
+                end: e.end - start,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn merged_chunks_give_the_file_emissions_once_each() {
+        // Words of 3 to 12 frames with pauses of 2 to 9 frames, over about 3000 frames.
+        let mut file = Vec::new();
+        let mut t = 0usize;
+        let mut k = 0u32;
+        while t < 3000 {
+            let len = 3 + (k as usize * 7) % 10;
+            for j in 0..len {
+                file.push(Emission {
+                    id: k % 50,
+                    start: t + j,
+                    end: t + j + 1,
+                });
+            }
+            t += len + 2 + (k as usize * 5) % 8;
+            k += 1;
+        }
+        for (chunk, overlap) in [(250usize, 60usize), (400, 100), (333, 77)] {
+            let step = chunk - overlap;
+            let mut chunks = Vec::new();
+            let mut start = 0;
+            loop {
+                let end = (start + chunk).min(t);
+                chunks.push(ChunkEmissions {
+                    offset: start,
+                    overlap: (end < t).then_some((start + step, end)),
+                    emissions: chunk_of(&file, start, end),
+                });
+                if end == t {
+                    break;
+                }
+                start += step;
+            }
+            assert_eq!(
+                merge_chunks(&chunks),
+                file,
+                "chunk {chunk}, overlap {overlap}"
+            );
+        }
+    }
+
+    #[test]
+    fn seams_fall_in_the_longest_pause() {
+        let e = |s: usize| Emission {
+            id: 1,
+            start: s,
+            end: s + 1,
+        };
+        // Inside [100, 140): emissions at 105, 110 and 131; the longest gap is 111..131.
+        let em = vec![e(90), e(105), e(110), e(131), e(150)];
+        assert_eq!(seam(&em, 0, 100, 140), 121);
+        // Offsets shift chunk frames into file frames.
+        let shifted: Vec<Emission> = em
+            .iter()
+            .map(|x| Emission {
+                id: 1,
+                start: x.start - 50,
+                end: x.end - 50,
+            })
+            .collect();
+        assert_eq!(seam(&shifted, 50, 100, 140), 121);
+    }
 }

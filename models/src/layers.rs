@@ -140,7 +140,10 @@ pub struct Pointwise {
 impl Pointwise {
     pub fn new(cin: usize, cout: usize, vb: VarBuilder) -> Result<Self> {
         let bound = 1.0 / (cin as f64).sqrt();
-        let init = candle_nn::Init::Uniform { lo: -bound, up: bound };
+        let init = candle_nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
         Ok(Self {
             weight: vb.get_with_hints((cout, cin, 1), "weight", init)?,
             bias: vb.get_with_hints(cout, "bias", init)?,
@@ -159,6 +162,8 @@ impl Pointwise {
     pub fn forward_channels_last(&self, x: &Tensor) -> Result<Tensor> {
         let (cout, cin, _) = self.weight.dims3()?;
         let w = self.weight.reshape((cout, cin))?.t()?;
-        x.contiguous()?.broadcast_matmul(&w)?.broadcast_add(&self.bias)
+        x.contiguous()?
+            .broadcast_matmul(&w)?
+            .broadcast_add(&self.bias)
     }
 }

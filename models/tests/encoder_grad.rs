@@ -14,7 +14,12 @@ fn gradients_match_finite_differences_on_a_padded_batch() {
     cfg.n_heads = 2;
     cfg.n_layers = 1;
     cfg.conv_kernel_size = 5;
-    for p in [&mut cfg.dropout, &mut cfg.dropout_att, &mut cfg.dropout_emb, &mut cfg.dropout_pre_encoder] {
+    for p in [
+        &mut cfg.dropout,
+        &mut cfg.dropout_att,
+        &mut cfg.dropout_emb,
+        &mut cfg.dropout_pre_encoder,
+    ] {
         *p = 0.0;
     }
     let vars = VarMap::new();
@@ -24,7 +29,8 @@ fn gradients_match_finite_differences_on_a_padded_batch() {
     // Non-zero biases everywhere, so that no term hides behind a zero.
     for (name, var) in vars.data().lock().unwrap().iter() {
         if !name.contains("running") {
-            let t = (var.as_tensor() + Tensor::randn(0f32, 0.2, var.dims(), &dev).unwrap()).unwrap();
+            let t =
+                (var.as_tensor() + Tensor::randn(0f32, 0.2, var.dims(), &dev).unwrap()).unwrap();
             var.set(&t).unwrap();
         }
     }
@@ -44,7 +50,10 @@ fn gradients_match_finite_differences_on_a_padded_batch() {
     let r = (r * Tensor::from_vec(mask, (2, 7, 7), &dev).unwrap()).unwrap();
     let loss = |x: &Tensor| -> Tensor {
         let (y, _) = enc.forward(x, &lengths, true).unwrap();
-        (head.log_probs(&y).unwrap() * &r).unwrap().sum_all().unwrap()
+        (head.log_probs(&y).unwrap() * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
     };
     let grads = loss(&x).backward().unwrap();
     let data = vars.data().lock().unwrap();
@@ -53,20 +62,30 @@ fn gradients_match_finite_differences_on_a_padded_batch() {
     let (mut checked, mut skipped) = (0, 0);
     for name in names {
         let var: &Var = &data[name];
-        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
         let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let base = var
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for &i in &[0usize, base.len() / 2, base.len() - 1] {
             let mut central = |eps: f32| -> f64 {
                 let mut plus = base.clone();
                 plus[i] += eps;
-                var.set(&Tensor::from_vec(plus, var.dims(), &dev).unwrap()).unwrap();
+                var.set(&Tensor::from_vec(plus, var.dims(), &dev).unwrap())
+                    .unwrap();
                 let fp = loss(&x).to_scalar::<f32>().unwrap() as f64;
                 let mut minus = base.clone();
                 minus[i] -= eps;
-                var.set(&Tensor::from_vec(minus, var.dims(), &dev).unwrap()).unwrap();
+                var.set(&Tensor::from_vec(minus, var.dims(), &dev).unwrap())
+                    .unwrap();
                 let fm = loss(&x).to_scalar::<f32>().unwrap() as f64;
-                var.set(&Tensor::from_vec(base.clone(), var.dims(), &dev).unwrap()).unwrap();
+                var.set(&Tensor::from_vec(base.clone(), var.dims(), &dev).unwrap())
+                    .unwrap();
                 (fp - fm) / (2.0 * eps as f64)
             };
             let (n1, n2) = (central(1e-2), central(5e-3));
@@ -77,9 +96,15 @@ fn gradients_match_finite_differences_on_a_padded_batch() {
             }
             let analytic = g[i] as f64;
             let tol = 0.03 * n2.abs().max(analytic.abs()) + 0.03;
-            assert!((n2 - analytic).abs() <= tol, "{name}[{i}]: autograd {analytic}, finite differences {n2}");
+            assert!(
+                (n2 - analytic).abs() <= tol,
+                "{name}[{i}]: autograd {analytic}, finite differences {n2}"
+            );
             checked += 1;
         }
     }
-    assert!(checked > 60 && skipped < 10, "checked {checked}, skipped {skipped}");
+    assert!(
+        checked > 60 && skipped < 10,
+        "checked {checked}, skipped {skipped}"
+    );
 }

@@ -28,7 +28,7 @@ pub struct EvalArgs {
     pub manifest: PathBuf,
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Print the scores as JSON (with every utterance's hypothesis under "utterances").
+    /// Print the scores as JSON (with every utterance's hypothesis under "hypotheses").
     #[arg(long)]
     pub json: bool,
 }
@@ -62,7 +62,7 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
     let (s, hyps) = crate::evaluate::evaluate(&model, &utts, &opts, !a.json)?;
     if a.json {
         let mut v = serde_json::to_value(&s)?;
-        v["utterances"] = serde_json::to_value(&hyps)?;
+        v["hypotheses"] = serde_json::to_value(&hyps)?;
         println!("{v}");
         return Ok(());
     }

@@ -242,8 +242,13 @@ impl TrainConfig {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read", path.display()))?;
-        let mut cfg: TrainConfig = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim()))?;
+        let mut cfg: TrainConfig = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let place = line.map_or(String::new(), |l| format!(":{l}"));
+            anyhow::anyhow!("{}{place}: {}", path.display(), e.message().trim())
+        })?;
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
