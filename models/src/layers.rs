@@ -97,39 +97,6 @@ pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
     x * mask
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn dropout_is_seeded_and_keeps_the_expectation() {
-        let x = Tensor::ones((100, 100), candle_core::DType::F32, &Device::Cpu).unwrap();
-        seed_dropout(5);
-        let a = dropout(&x, 0.3, true).unwrap();
-        seed_dropout(5);
-        let b = dropout(&x, 0.3, true).unwrap();
-        let (va, vb) = (
-            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        );
-        assert_eq!(va, vb);
-        let zeros = va.iter().filter(|v| **v == 0.0).count() as f64 / va.len() as f64;
-        assert!((zeros - 0.3).abs() < 0.02, "{zeros}");
-        let mean = va.iter().sum::<f32>() / va.len() as f32;
-        assert!((mean - 1.0).abs() < 0.03, "{mean}");
-        assert_eq!(
-            dropout(&x, 0.3, false)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap(),
-            10000.0
-        );
-    }
-}
-
 /// A kernel-1 Conv1d (`weight` [Cout, Cin, 1], `bias` [Cout], PyTorch's names) computed as a matmul over
 /// channels; candle's conv1d backward gives wrong weight gradients, this one has exact ones.
 pub struct Pointwise {
@@ -165,5 +132,38 @@ impl Pointwise {
         x.contiguous()?
             .broadcast_matmul(&w)?
             .broadcast_add(&self.bias)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn dropout_is_seeded_and_keeps_the_expectation() {
+        let x = Tensor::ones((100, 100), candle_core::DType::F32, &Device::Cpu).unwrap();
+        seed_dropout(5);
+        let a = dropout(&x, 0.3, true).unwrap();
+        seed_dropout(5);
+        let b = dropout(&x, 0.3, true).unwrap();
+        let (va, vb) = (
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        assert_eq!(va, vb);
+        let zeros = va.iter().filter(|v| **v == 0.0).count() as f64 / va.len() as f64;
+        assert!((zeros - 0.3).abs() < 0.02, "{zeros}");
+        let mean = va.iter().sum::<f32>() / va.len() as f32;
+        assert!((mean - 1.0).abs() < 0.03, "{mean}");
+        assert_eq!(
+            dropout(&x, 0.3, false)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            10000.0
+        );
     }
 }

@@ -73,7 +73,7 @@ fn gradients_match_finite_differences_on_a_padded_batch() {
             .to_vec1::<f32>()
             .unwrap();
         for &i in &[0usize, base.len() / 2, base.len() - 1] {
-            let mut central = |eps: f32| -> f64 {
+            let central = |eps: f32| -> f64 {
                 let mut plus = base.clone();
                 plus[i] += eps;
                 var.set(&Tensor::from_vec(plus, var.dims(), &dev).unwrap())
