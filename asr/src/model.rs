@@ -50,13 +50,23 @@ impl ModelConfig {
         let encoder = ConformerConfig::preset(preset, 80).with_context(|| {
             format!("unknown model preset {preset:?} (tiny, small, medium or large)")
         })?;
-        Ok(Self {
+        Ok(Self::from_parts(preprocessor, false, encoder, vocab_size))
+    }
+
+    /// A model config from its parts (e.g. mapped from a NeMo checkpoint).
+    pub fn from_parts(
+        preprocessor: PreprocessorConfig,
+        legacy_frontend: bool,
+        encoder: ConformerConfig,
+        vocab_size: usize,
+    ) -> Self {
+        Self {
             format: FORMAT.into(),
             preprocessor,
-            legacy_frontend: false,
+            legacy_frontend,
             encoder,
             vocab_size,
-        })
+        }
     }
 
     pub fn read(path: &Path) -> Result<Self> {
@@ -215,6 +225,48 @@ impl AsrModel {
     /// Transcribes audio at the model's sample rate; long audio goes in overlapping chunks whose seams are
     /// placed in pauses (runs of blank frames), so that no word is cut, doubled or lost.
     pub fn transcribe(&self, audio: &[f32], opts: &DecodeOptions) -> Result<Transcript> {
+        self.transcribe_with(audio.len(), opts, |s, e| Ok(audio[s..e].to_vec()))
+    }
+
+    /// Transcribes a WAV file of any format and rate. A file longer than the chunk is read chunk by chunk, so
+    /// memory stays bounded whatever its length. Returns the transcript and the file's duration in seconds.
+    pub fn transcribe_file(&self, path: &Path, opts: &DecodeOptions) -> Result<(Transcript, f64)> {
+        let info = mezcla_datagen::audio::wav_info(path)?;
+        if info.frames == 0 {
+            bail!("{}: the file has no samples", path.display());
+        }
+        let sr = self.sample_rate();
+        let total =
+            mezcla_datagen::audio::resampled_len(info.frames as usize, info.sample_rate, sr);
+        let t = self.transcribe_with(total, opts, |s, e| {
+            // Source frames covering [s, e) at the model's rate, plus a margin for the resampler's filter.
+            let ratio = info.sample_rate as f64 / sr as f64;
+            let margin = 64usize;
+            let src_start = ((s as f64 * ratio).floor() as usize).saturating_sub(margin);
+            let src_end = ((e as f64 * ratio).ceil() as usize + margin).min(info.frames as usize);
+            let part = mezcla_datagen::audio::read_wav_frames(
+                path,
+                src_start as u64,
+                src_end - src_start,
+            )?;
+            let res = mezcla_datagen::audio::resample(&part.samples, info.sample_rate, sr)
+                .map_err(|m| anyhow::anyhow!("{}: {m}", path.display()))?;
+            // Where sample s falls inside the resampled part.
+            let skip = ((s as f64 - src_start as f64 / ratio).round().max(0.0)) as usize;
+            let mut out: Vec<f32> = res.into_iter().skip(skip).take(e - s).collect();
+            out.resize(e - s, 0.0);
+            Ok(out)
+        })?;
+        Ok((t, info.duration()))
+    }
+
+    /// Transcribes `total` samples that `read(start, end)` supplies on demand.
+    fn transcribe_with(
+        &self,
+        total: usize,
+        opts: &DecodeOptions,
+        mut read: impl FnMut(usize, usize) -> Result<Vec<f32>>,
+    ) -> Result<Transcript> {
         let sr = self.sample_rate() as f64;
         let chunk = (opts.chunk_seconds * sr) as usize;
         let overlap = (opts.overlap_seconds * sr) as usize;
@@ -222,8 +274,9 @@ impl AsrModel {
             bail!("the chunk must be longer than twice the overlap");
         }
         let fs = self.frame_seconds();
-        if audio.len() <= chunk {
-            let e = self.emissions(&[audio], opts.beam)?;
+        if total <= chunk {
+            let audio = read(0, total)?;
+            let e = self.emissions(&[&audio], opts.beam)?;
             return Ok(decode::transcript(&self.tokenizer, &e, fs, 0.0)?);
         }
         // Chunks start on frame boundaries, so that chunk frames map exactly onto the file's frames.
@@ -232,17 +285,18 @@ impl AsrModel {
         let mut chunks = Vec::new();
         let mut start = 0usize;
         loop {
-            let end = (start + chunk).min(audio.len());
+            let end = (start + chunk).min(total);
+            let audio = read(start, end)?;
             chunks.push(ChunkEmissions {
                 offset: start / spf,
-                overlap: if end == audio.len() {
+                overlap: if end == total {
                     None
                 } else {
                     Some(((start + step) / spf, end / spf))
                 },
-                emissions: self.emissions(&[&audio[start..end]], opts.beam)?,
+                emissions: self.emissions(&[&audio], opts.beam)?,
             });
-            if end == audio.len() {
+            if end == total {
                 break;
             }
             start += step;

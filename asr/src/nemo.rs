@@ -336,11 +336,7 @@ pub fn read_nemo(path: &Path, opts: &NemoOptions) -> Result<NemoCheckpoint> {
     let tensors = read_weights(weights.path(), weights_prefix)
         .map_err(|e| anyhow!("{shown}: {WEIGHTS_MEMBER}: {}", one_line(&e)))?;
 
-    // ModelConfig::new fills the format marker; everything else comes from the checkpoint.
-    let mut config = ModelConfig::new("tiny", tokenizer.vocab_size())?;
-    config.preprocessor = preprocessor;
-    config.legacy_frontend = legacy;
-    config.encoder = encoder;
+    let config = ModelConfig::from_parts(preprocessor, legacy, encoder, tokenizer.vocab_size());
     Ok(NemoCheckpoint {
         config,
         tensors,

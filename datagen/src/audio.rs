@@ -41,12 +41,66 @@ impl AudioError {
 
 /// Reads a WAV file: PCM 8/16/24/32-bit or 32-bit float, any channel count (averaged to mono), any rate.
 pub fn read_wav(path: &Path) -> Result<Audio, AudioError> {
+    let mut reader = open_wav(path)?;
+    let frames = reader.duration() as usize;
+    let sample_rate = reader.spec().sample_rate;
+    let samples = decode_frames(path, &mut reader, 0, frames)?;
+    Ok(Audio {
+        samples,
+        sample_rate,
+    })
+}
+
+/// The header facts of a WAV file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WavInfo {
+    pub sample_rate: u32,
+    pub channels: u16,
+    /// Samples per channel.
+    pub frames: u64,
+}
+
+impl WavInfo {
+    pub fn duration(&self) -> f64 {
+        self.frames as f64 / self.sample_rate as f64
+    }
+}
+
+/// Reads only the header of a WAV file.
+pub fn wav_info(path: &Path) -> Result<WavInfo, AudioError> {
+    let reader = open_wav(path)?;
+    let spec = reader.spec();
+    Ok(WavInfo {
+        sample_rate: spec.sample_rate,
+        channels: spec.channels,
+        frames: reader.duration() as u64,
+    })
+}
+
+/// Reads `count` frames from frame `start` (mixed to mono), without reading the rest of the file; past the
+/// end, fewer frames come back.
+pub fn read_wav_frames(path: &Path, start: u64, count: usize) -> Result<Audio, AudioError> {
+    let mut reader = open_wav(path)?;
+    let total = reader.duration() as u64;
+    let start = start.min(total);
+    reader
+        .seek(start as u32)
+        .map_err(|e| AudioError::new(path, format!("cannot seek: {e}")))?;
+    let count = count.min((total - start) as usize);
+    let sample_rate = reader.spec().sample_rate;
+    let samples = decode_frames(path, &mut reader, start as usize, count)?;
+    Ok(Audio {
+        samples,
+        sample_rate,
+    })
+}
+
+fn open_wav(path: &Path) -> Result<hound::WavReader<BufReader<File>>, AudioError> {
     let file = File::open(path).map_err(|e| AudioError::new(path, format!("cannot open: {e}")))?;
     let reader = hound::WavReader::new(BufReader::new(file))
         .map_err(|e| AudioError::new(path, format!("not a readable WAV file: {e}")))?;
     let spec = reader.spec();
-    let channels = spec.channels as usize;
-    if channels == 0 {
+    if spec.channels == 0 {
         return Err(AudioError::new(path, "WAV header declares 0 channels"));
     }
     if spec.sample_rate == 0 {
@@ -55,16 +109,31 @@ pub fn read_wav(path: &Path) -> Result<Audio, AudioError> {
             "WAV header declares a sample rate of 0",
         ));
     }
+    Ok(reader)
+}
+
+/// Decodes the next `frames` frames to mono f32; `first` is the index of the first frame (for messages).
+fn decode_frames(
+    path: &Path,
+    reader: &mut hound::WavReader<BufReader<File>>,
+    first: usize,
+    frames: usize,
+) -> Result<Vec<f32>, AudioError> {
+    let spec = reader.spec();
+    let channels = spec.channels as usize;
+    let n = frames * channels;
     let bad = |e: hound::Error| AudioError::new(path, format!("corrupt WAV data: {e}"));
     let interleaved: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
         (hound::SampleFormat::Float, 32) => reader
-            .into_samples::<f32>()
+            .samples::<f32>()
+            .take(n)
             .collect::<Result<_, _>>()
             .map_err(bad)?,
         (hound::SampleFormat::Int, bits @ (8 | 16 | 24 | 32)) => {
             let scale = 1.0 / (1u64 << (bits - 1)) as f64;
             reader
-                .into_samples::<i32>()
+                .samples::<i32>()
+                .take(n)
                 .map(|s| s.map(|v| (v as f64 * scale) as f32))
                 .collect::<Result<_, _>>()
                 .map_err(bad)?
@@ -79,10 +148,10 @@ pub fn read_wav(path: &Path) -> Result<Audio, AudioError> {
     if let Some(i) = interleaved.iter().position(|s| !s.is_finite()) {
         return Err(AudioError::new(
             path,
-            format!("sample {} is not a finite number", i / channels),
+            format!("sample {} is not a finite number", first + i / channels),
         ));
     }
-    let samples = if channels == 1 {
+    Ok(if channels == 1 {
         interleaved
     } else {
         let inv = 1.0 / channels as f32;
@@ -90,10 +159,6 @@ pub fn read_wav(path: &Path) -> Result<Audio, AudioError> {
             .chunks_exact(channels)
             .map(|frame| frame.iter().sum::<f32>() * inv)
             .collect()
-    };
-    Ok(Audio {
-        samples,
-        sample_rate: spec.sample_rate,
     })
 }
 
@@ -110,10 +175,7 @@ pub fn read_wav_at(path: &Path, sample_rate: u32) -> Result<Audio, AudioError> {
 
 /// Reads only the header of a WAV file and returns its duration in seconds.
 pub fn wav_duration(path: &Path) -> Result<f64, AudioError> {
-    let reader = hound::WavReader::open(path)
-        .map_err(|e| AudioError::new(path, format!("not a readable WAV file: {e}")))?;
-    let spec = reader.spec();
-    Ok(reader.duration() as f64 / spec.sample_rate as f64)
+    Ok(wav_info(path)?.duration())
 }
 
 /// Number of output samples for `n` input samples converted from `from` Hz to `to` Hz (rounded up, as librosa).
@@ -263,6 +325,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn frame_ranges_read_like_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stereo.wav");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let frames: Vec<Vec<f64>> = (0..1000)
+            .map(|i| vec![(i as f64 / 1000.0) - 0.5, 0.25])
+            .collect();
+        write_with(&path, spec, &frames);
+        let whole = read_wav(&path).unwrap();
+        let info = wav_info(&path).unwrap();
+        assert_eq!(
+            (info.frames, info.channels, info.sample_rate),
+            (1000, 2, 8000)
+        );
+        let part = read_wav_frames(&path, 300, 200).unwrap();
+        assert_eq!(part.samples, whole.samples[300..500]);
+        let tail = read_wav_frames(&path, 900, 500).unwrap();
+        assert_eq!(tail.samples, whole.samples[900..]);
+        assert!(read_wav_frames(&path, 2000, 10).unwrap().samples.is_empty());
     }
 
     #[test]

@@ -427,3 +427,100 @@ fn long_audio_is_transcribed_in_chunks_without_lost_or_doubled_words() {
     assert!(starts.windows(2).all(|p| p[0] < p[1]));
     assert!(*starts.last().unwrap() > 70.0);
 }
+
+#[test]
+fn on_the_fly_mixing_spec_augment_accumulation_and_checkpoint_averaging() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let cfg = format!(
+        r#"out_dir = "opts"
+tokenizer = "tok"
+train_manifests = ["{en}", "{es}"]
+val_manifests = ["cs/manifest.json"]
+model = "tiny"
+seed = 2
+max_steps = 6
+
+[batch]
+max_duration = 12.0
+accumulate = 2
+
+[optim]
+warmup_steps = 2
+
+[spec_augment]
+freq_masks = 2
+freq_width = 10
+time_masks = 2
+time_width = 0.05
+
+[eval]
+every = 2
+keep_best = 1
+average_last = 2
+
+[cs_mixing]
+manifests = {{ en = "{en}", es = "{es}" }}
+batch_probability = 0.5
+min_duration = 3.0
+max_duration = 6.0
+"#,
+        en = examples("en").join("manifest.json").display(),
+        es = examples("es").join("manifest.json").display(),
+    );
+    let path = dir.path().join("opts.toml");
+    std::fs::write(&path, cfg).unwrap();
+    ok(&["train", "--config", path.to_str().unwrap()]);
+    let out = dir.path().join("opts");
+    let metrics: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(metrics.len(), 6);
+    assert!(metrics
+        .iter()
+        .all(|m| m["loss"].as_f64().unwrap().is_finite()));
+    assert_eq!(
+        metrics.iter().filter(|m| m["val_wer"].is_number()).count(),
+        3
+    );
+    // Checkpoints at 2, 4, 6: the best by validation WER and the last two (for averaging) are kept.
+    let mut kept: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert!(
+        kept.contains(&"step-00000004".to_string()) && kept.contains(&"step-00000006".to_string()),
+        "{kept:?}"
+    );
+    assert!(kept.len() <= 3, "{kept:?}");
+    // The exported model is the mean of the last two checkpoints.
+    let load = |p: PathBuf| candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
+    let a = load(out.join("checkpoints/step-00000004/model.safetensors"));
+    let b = load(out.join("checkpoints/step-00000006/model.safetensors"));
+    let m = load(out.join("model/model.safetensors"));
+    let name = "encoder.layers.0.feed_forward1.linear1.weight";
+    let want = ((&a[name] + &b[name]).unwrap() / 2.0).unwrap();
+    let diff = (&m[name] - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-6, "{diff}");
+    assert!(
+        (&a[name] - &b[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            > 0.0
+    );
+}

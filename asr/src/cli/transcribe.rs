@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use mezcla_datagen::audio::read_wav_at;
 use mezcla_datagen::manifest::Manifest;
 
 use crate::decode::Transcript;
@@ -120,16 +119,7 @@ fn for_each_file(
     let bar = mezcla_datagen::progress::items_bar(files.len() as u64, files.len() > 3, "files");
     let mut failed = 0;
     for f in files {
-        let result = read_wav_at(f, model.sample_rate())
-            .map_err(anyhow::Error::from)
-            .and_then(|a| {
-                if a.samples.is_empty() {
-                    bail!("{}: the file has no samples", f.display());
-                }
-                model
-                    .transcribe(&a.samples, opts)
-                    .with_context(|| f.display().to_string())
-            });
+        let result = model.transcribe_file(f, opts).map(|(t, _)| t);
         bar.inc(1);
         match result {
             Ok(t) => each(f, &t)?,
