@@ -97,7 +97,7 @@ def clean(sentence, lang):
     allowed = set(LETTERS[lang]) | set(LETTERS[lang].upper()) | PUNCT | {" "}
     if any(ch not in allowed for ch in s):
         return None
-    if ABBREV.search(s) or re.search(r"\b[A-Za-z]\.", s):
+    if ABBREV.search(s) or re.search(r"\b[A-Za-z][.:]", s):
         return None
     if re.search(r"\b[A-ZÁÉÍÓÚÑ]{2,}\b", s):  # acronyms and shouting
         return None
