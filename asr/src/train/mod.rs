@@ -544,6 +544,14 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
             cfg.max_steps
         );
     }
+    // metrics.jsonl holds exactly the steps behind the latest checkpoint, then grows a line per step.
+    write_metrics(&metrics_path, &history)?;
+    let mut metrics_file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&metrics_path)
+        .with_context(|| format!("{}: cannot open", metrics_path.display()))?;
+    // Without a terminal (a background run), progress goes to stderr as plain lines.
+    let plain_log = progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
 
     let accumulate = cfg.batch.accumulate.max(1) as u64;
     let spec_augment = match &cfg.spec_augment {
@@ -695,9 +703,26 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
             window_start = Instant::now();
             window_steps = 0;
         }
+        {
+            use std::io::Write as _;
+            let mut text = serde_json::to_string(&line)?;
+            text.push('\n');
+            metrics_file
+                .write_all(text.as_bytes())
+                .with_context(|| format!("{}: cannot write", metrics_path.display()))?;
+        }
+        if plain_log && (step % 10 == 0 || boundary) {
+            let val = line
+                .val_wer
+                .map(|w| format!(", validation WER {:.2}%", w * 100.0))
+                .unwrap_or_default();
+            eprintln!(
+                "step {step}/{}: loss {:.4}, lr {:.2e}, {:.2} steps/s{val}",
+                cfg.max_steps, line.loss, line.lr, line.steps_per_second
+            );
+        }
         history.push(line);
         if boundary {
-            write_metrics(&metrics_path, &history)?;
             curve::write_svg(&out.join("curve.svg"), &history)?;
         }
     }
