@@ -12,6 +12,16 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The committed example corpus of a language: `examples/<lang>` (WAVs, `manifest.json`, `sentences.txt`).
+pub fn examples(lang: &str) -> PathBuf {
+    root().join("examples").join(lang)
+}
+
+/// `LANG=PATH` of an example manifest, as `--manifest` takes it.
+pub fn example_manifest_arg(lang: &str) -> String {
+    format!("{lang}={}", examples(lang).join("manifest.json").display())
+}
+
 /// Path of the `mezcla` binary, built (or brought up to date) once per test process with the test's profile.
 pub fn binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use mezcla_datagen::audio::{read_wav, read_wav_at};
 use mezcla_datagen::cs::synth::trim_zeros;
-use mezcla_tests::{fails, mezcla, ok, root};
+use mezcla_tests::{example_manifest_arg, fails, mezcla, ok, root};
 use serde_json::Value;
 
 fn en() -> String {
-    format!("en={}", root().join("examples/en/manifest.json").display())
+    example_manifest_arg("en")
 }
 fn es() -> String {
-    format!("es={}", root().join("examples/es/manifest.json").display())
+    example_manifest_arg("es")
 }
 
 /// `datagen cs` on both example corpora into `out`, with extra arguments.

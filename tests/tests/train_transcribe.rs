@@ -5,14 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use mezcla_tests::{fails, ok, root, run};
+use mezcla_tests::{example_manifest_arg, examples, fails, ok, run};
 use serde_json::Value;
 
 const STEPS: u64 = 180;
-
-fn examples(lang: &str) -> PathBuf {
-    root().join("examples").join(lang)
-}
 
 fn write_config(dir: &Path, out: &str, steps: u64, every: u64) -> PathBuf {
     let cfg = format!(
@@ -49,10 +45,7 @@ average_last = 1
 
 /// The tokenizer and a small code-switched set mixed from the examples (4–7 s samples), in `dir`.
 fn prepare(dir: &Path) {
-    let (en, es) = (
-        format!("en={}", examples("en").join("manifest.json").display()),
-        format!("es={}", examples("es").join("manifest.json").display()),
-    );
+    let (en, es) = (example_manifest_arg("en"), example_manifest_arg("es"));
     let cs = dir.join("cs").display().to_string();
     ok(&[
         "datagen",
