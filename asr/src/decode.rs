@@ -236,6 +236,53 @@ impl Transcript {
     }
 }
 
+/// The punctuation marks of a vocabulary, as NeMo's `extract_punctuation_from_vocab` finds them: characters of
+/// Unicode category P* in pieces that are not special (`[..]`, `<..>`, `##..`, `▁..`, blank).
+pub fn vocabulary_punctuation(tok: &ConcatTokenizer) -> Vec<char> {
+    use unicode_categories::UnicodeCategories;
+    let mut marks = Vec::new();
+    for id in 0..tok.vocab_size() as u32 {
+        let Ok(piece) = tok.id_to_piece(id) else {
+            continue;
+        };
+        let special = (piece.starts_with('[') && piece.ends_with(']') && piece.len() >= 2)
+            || (piece.starts_with('<') && piece.ends_with('>') && piece.len() >= 2)
+            || piece.starts_with("##")
+            || piece.starts_with(SPACE_SYMBOL)
+            || piece.trim().is_empty();
+        if special {
+            continue;
+        }
+        for c in piece.chars() {
+            if c.is_punctuation() && !marks.contains(&c) {
+                marks.push(c);
+            }
+        }
+    }
+    marks
+}
+
+/// Removes one whitespace character before each of `marks` ("hola , qué ?" → "hola, qué?"), as NeMo's
+/// `transcribe()` does for the punctuation of the model's vocabulary.
+pub fn remove_space_before_punctuation(text: &str, marks: &[char]) -> String {
+    if marks.is_empty() {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i].is_whitespace() && i + 1 < chars.len() && marks.contains(&chars[i + 1]) {
+            out.push(chars[i + 1]);
+            i += 2;
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}
+
 /// Turns emissions into text, tokens, words and languages; `frame_seconds` is the duration of one output
 /// frame (window stride × subsampling factor), `offset` is added to every time.
 pub fn transcript(
@@ -273,8 +320,9 @@ pub fn transcript(
         }
         i = j;
     }
+    let text = tok.decode(&ids)?;
     Ok(Transcript {
-        text: tok.decode(&ids)?.trim().to_string(),
+        text: remove_space_before_punctuation(text.trim(), &vocabulary_punctuation(tok)),
         lang: tok.ids_to_lang(&ids)?.to_string(),
         words,
         tokens,
@@ -382,5 +430,20 @@ mod tests {
         let ids: Vec<u32> = prefix_beam(lp, 2, 3).iter().map(|e| e.id).collect();
         assert_eq!(ids, vec![0, 0]);
         assert_eq!(greedy(lp, 2).len(), 2);
+    }
+
+    #[test]
+    fn a_space_before_vocabulary_punctuation_is_removed_once() {
+        let marks = [',', '?', '.'];
+        assert_eq!(
+            remove_space_before_punctuation("hola , qué tal ?", &marks),
+            "hola, qué tal?"
+        );
+        // One space only, as NeMo's `(\s)(p)` substitution: a doubled space is the model's error to keep.
+        assert_eq!(remove_space_before_punctuation("a  , b", &marks), "a , b");
+        assert_eq!(remove_space_before_punctuation("a , . ,", &marks), "a,.,");
+        // Marks outside the vocabulary and text without marks are left alone.
+        assert_eq!(remove_space_before_punctuation("a ; b !", &marks), "a ; b !");
+        assert_eq!(remove_space_before_punctuation("a , b", &[]), "a , b");
     }
 }

@@ -10,3 +10,4 @@ pub mod model;
 pub mod nemo;
 pub mod output;
 pub mod train;
+pub mod weights;

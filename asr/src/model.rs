@@ -72,18 +72,22 @@ impl ModelConfig {
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the model config", path.display()))?;
-        let cfg: Self = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid model config", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates the text of a `config.json`; `name` is used in errors.
+    pub fn parse(text: &str, name: &str) -> Result<Self> {
+        let cfg: Self =
+            serde_json::from_str(text).with_context(|| format!("{name}: invalid model config"))?;
         if cfg.format != FORMAT {
             bail!(
-                "{}: unsupported model format {:?} (expected {FORMAT:?})",
-                path.display(),
+                "{name}: unsupported model format {:?} (expected {FORMAT:?})",
                 cfg.format
             );
         }
         cfg.encoder
             .validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         Ok(cfg)
     }
 }
@@ -162,7 +166,8 @@ impl AsrModel {
         })
     }
 
-    /// Loads a model folder: `config.json`, `model.safetensors` (f32, f16 or bf16) and `tokenizer/`.
+    /// Loads a model folder: `config.json`, `model.safetensors` (f32, f16, bf16 or int8 with row scales) and
+    /// `tokenizer/`.
     pub fn load(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             bail!("{}: not a model folder", dir.display());
@@ -172,12 +177,23 @@ impl AsrModel {
         let tokenizer = ConcatTokenizer::load(&tok_dir)
             .with_context(|| format!("{}: cannot load the tokenizer", tok_dir.display()))?;
         let weights = dir.join(WEIGHTS_FILE);
-        let device = Device::Cpu;
-        let tensors = candle_core::safetensors::load(&weights, &device)
+        let bytes = std::fs::read(&weights)
             .with_context(|| format!("{}: cannot read the weights", weights.display()))?;
+        Self::from_weights(config, tokenizer, &bytes, &weights.display().to_string())
+            .with_context(|| format!("{}: the weights do not fit the config", dir.display()))
+    }
+
+    /// Builds a model from its config, tokenizer and the bytes of its weights file (`name` is used in errors).
+    pub fn from_weights(
+        config: ModelConfig,
+        tokenizer: ConcatTokenizer,
+        weights: &[u8],
+        name: &str,
+    ) -> Result<Self> {
+        let device = Device::Cpu;
+        let tensors = crate::weights::load(weights, name, &device)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         Self::build(config, tokenizer, vb, &device)
-            .with_context(|| format!("{}: the weights do not fit the config", dir.display()))
     }
 
     /// Seconds of audio per encoder output frame.
@@ -373,6 +389,33 @@ fn seam(emissions: &[Emission], offset: usize, lo: usize, hi: usize) -> usize {
     best.1
 }
 
+/// Rewrites a model folder with its weights stored in `format` (e.g. int8 for a smaller model to ship); the
+/// result is loaded once to check it. Returns the config and the size of the new weights file in bytes.
+pub fn convert_folder(
+    dir: &Path,
+    out: &Path,
+    format: crate::weights::WeightFormat,
+) -> Result<(ModelConfig, u64)> {
+    if !dir.join(CONFIG_FILE).is_file() {
+        bail!("{}: not a model folder (no {CONFIG_FILE})", dir.display());
+    }
+    if out.exists() && std::fs::canonicalize(out).ok() == std::fs::canonicalize(dir).ok() {
+        bail!("{}: --out must differ from the input folder", out.display());
+    }
+    let config = ModelConfig::read(&dir.join(CONFIG_FILE))?;
+    let tok_dir = dir.join(TOKENIZER_DIR);
+    let tokenizer = ConcatTokenizer::load(&tok_dir)
+        .with_context(|| format!("{}: cannot load the tokenizer", tok_dir.display()))?;
+    let weights = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&weights)
+        .with_context(|| format!("{}: cannot read the weights", weights.display()))?;
+    let tensors = crate::weights::load(&bytes, &weights.display().to_string(), &Device::Cpu)?;
+    save_model_as(out, &config, &tensors, &tokenizer, Some(format))?;
+    AsrModel::load(out)?;
+    let size = std::fs::metadata(out.join(WEIGHTS_FILE))?.len();
+    Ok((config, size))
+}
+
 /// Writes a model folder: config, weights (as given) and tokenizer, each file atomically.
 pub fn save_model(
     dir: &Path,
@@ -380,11 +423,26 @@ pub fn save_model(
     tensors: &std::collections::HashMap<String, Tensor>,
     tokenizer: &ConcatTokenizer,
 ) -> Result<()> {
+    save_model_as(dir, config, tensors, tokenizer, None)
+}
+
+/// [`save_model`] with the weights stored in `format` (`None`: each tensor's own dtype).
+pub fn save_model_as(
+    dir: &Path,
+    config: &ModelConfig,
+    tensors: &std::collections::HashMap<String, Tensor>,
+    tokenizer: &ConcatTokenizer,
+    format: Option<crate::weights::WeightFormat>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let weights = dir.join(WEIGHTS_FILE);
     let tmp = dir.join(format!(".{WEIGHTS_FILE}.tmp"));
-    candle_core::safetensors::save(tensors, &tmp)
-        .with_context(|| format!("{}: cannot write", tmp.display()))?;
+    match format {
+        None => candle_core::safetensors::save(tensors, &tmp)
+            .with_context(|| format!("{}: cannot write", tmp.display()))?,
+        Some(f) => std::fs::write(&tmp, crate::weights::serialize(tensors, f)?)
+            .with_context(|| format!("{}: cannot write", tmp.display()))?,
+    }
     std::fs::rename(&tmp, &weights)
         .with_context(|| format!("{}: cannot write", weights.display()))?;
     tokenizer

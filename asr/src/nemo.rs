@@ -18,7 +18,7 @@ use mezcla_tokenizer::proto::{int32_value, Fields, Value as PValue};
 use mezcla_tokenizer::{ConcatTokenizer, SentencePieceModel, SPACE_SYMBOL};
 use serde_yaml::{Mapping, Value};
 
-use crate::model::{save_model, AsrModel, ModelConfig};
+use crate::model::{save_model_as, AsrModel, ModelConfig};
 
 /// Name of the config member of a `.nemo` archive.
 pub const CONFIG_MEMBER: &str = "model_config.yaml";
@@ -125,7 +125,12 @@ pub fn load_nemo(path: &Path, opts: &NemoOptions) -> Result<AsrModel> {
 
 /// Converts a `.nemo` file into a mezcla model folder (config.json, model.safetensors, tokenizer/, and the
 /// original config as `nemo_model_config.yaml`). The model is built once to check that the weights fit.
-pub fn convert(path: &Path, out: &Path, opts: &NemoOptions) -> Result<NemoCheckpoint> {
+pub fn convert(
+    path: &Path,
+    out: &Path,
+    opts: &NemoOptions,
+    weights: Option<crate::weights::WeightFormat>,
+) -> Result<NemoCheckpoint> {
     let ckpt = read_nemo(path, opts)?;
     let device = Device::Cpu;
     let vb = VarBuilder::from_tensors(ckpt.tensors.clone(), DType::F32, &device);
@@ -136,7 +141,7 @@ pub fn convert(path: &Path, out: &Path, opts: &NemoOptions) -> Result<NemoCheckp
             one_line(&e)
         )
     })?;
-    save_model(out, &ckpt.config, &ckpt.tensors, &ckpt.tokenizer)?;
+    save_model_as(out, &ckpt.config, &ckpt.tensors, &ckpt.tokenizer, weights)?;
     let copy = out.join(NEMO_CONFIG_COPY);
     mezcla_datagen::atomic::write_atomic(&copy, ckpt.config_yaml.as_bytes())
         .with_context(|| format!("{}: cannot write", copy.display()))?;

@@ -212,6 +212,7 @@ fn frontend_override_changes_the_frames() {
         &nemo_path("agg_ctc_legacy"),
         dir.path(),
         &NemoOptions::default(),
+        None,
     )
     .unwrap();
     let folder = nemo::load_model(dir.path(), Some(false), false).unwrap();
@@ -250,7 +251,7 @@ fn converted_folders_match_nemo() {
             lang: (name == "bpe_ctc").then(|| "en".to_string()),
             ..Default::default()
         };
-        nemo::convert(&nemo_path(name), &out, &opts).unwrap();
+        nemo::convert(&nemo_path(name), &out, &opts, None).unwrap();
         assert!(out.join(nemo::NEMO_CONFIG_COPY).is_file());
         let model = AsrModel::load(&out).unwrap();
         if name == "bpe_ctc" {
@@ -260,6 +261,26 @@ fn converted_folders_match_nemo() {
         assert_eq!(model.config.legacy_frontend, m.legacy_frontend);
         check_model(&model, &m);
     }
+}
+
+#[test]
+fn the_space_before_vocabulary_punctuation_goes_as_in_nemo_transcribe() {
+    // NeMo's extract_punctuation_from_vocab on the char fixture's labels (space, a-z, apostrophe): {"'"}.
+    let model = load_nemo(&nemo_path("char_ctc"), &NemoOptions::default()).unwrap();
+    let marks = mezcla_asr::decode::vocabulary_punctuation(&model.tokenizer);
+    assert_eq!(marks, vec!['\'']);
+    // "g 'k" (ids g, space, apostrophe, k) reads "g'k" in transcribe()'s text.
+    let emissions: Vec<mezcla_asr::decode::Emission> = [7u32, 0, 27, 11]
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| mezcla_asr::decode::Emission {
+            id,
+            start: i,
+            end: i + 1,
+        })
+        .collect();
+    let t = mezcla_asr::decode::transcript(&model.tokenizer, &emissions, 0.04, 0.0).unwrap();
+    assert_eq!(t.text, "g'k");
 }
 
 #[test]

@@ -9,6 +9,7 @@ Subcommands (see recipes/en_es/README.md):
   merge     concatenate manifests into one, audio paths made relative to the new manifest
   festival  synthesize a text file with festival's text2wave into WAVs and a NeMo manifest (resumable)
   stats     utterances and hours of manifests (JSON)
+  table     a Markdown table of `mezcla eval --json` results (one <set>.json per set in a folder)
 """
 
 import argparse
@@ -367,6 +368,21 @@ def cmd_festival(a):
                       "hours": round(sum(r["duration"] for r in rows) / 3600, 4)}))
 
 
+def cmd_table(a):
+    pct = lambda x: "-" if x is None else f"{100 * x:.2f}"
+    print("| set | utterances | hours | WER % | CER % | WER en % | WER es % | token LID % | word LID % "
+          "| utt LID % | RTFx |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for s in a.sets:
+        with open(os.path.join(a.dir, s + ".json"), encoding="utf-8") as fh:
+            r = json.load(fh)
+        pl = r.get("per_language", {})
+        w = lambda l: pct(pl[l]["wer"]) if isinstance(pl.get(l), dict) and "wer" in pl[l] else "-"
+        print(f"| {s} | {r['utterances']} | {r['audio_seconds'] / 3600:.2f} | {pct(r['wer'])} | {pct(r['cer'])} "
+              f"| {w('en')} | {w('es')} | {pct(r.get('token_lid_accuracy'))} | {pct(r.get('word_lid_accuracy'))} "
+              f"| {pct(r.get('utterance_lid_accuracy'))} | {r['rtfx']:.1f} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -400,6 +416,10 @@ def main():
     p = sub.add_parser("stats")
     p.add_argument("inputs", nargs="+")
     p.set_defaults(f=cmd_stats)
+    p = sub.add_parser("table")
+    p.add_argument("dir")
+    p.add_argument("sets", nargs="+")
+    p.set_defaults(f=cmd_table)
     p = sub.add_parser("festival")
     p.add_argument("--text", required=True)
     p.add_argument("--out", required=True)

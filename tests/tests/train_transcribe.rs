@@ -517,3 +517,38 @@ max_duration = 6.0
             > 0.0
     );
 }
+
+#[test]
+fn an_int8_copy_of_a_model_is_smaller_and_transcribes_the_same() {
+    let (dir, model) = trained();
+    let model_s = model.to_str().unwrap();
+    let int8 = dir.path().join("model-int8");
+    let int8_s = int8.to_str().unwrap();
+    let said = ok(&["convert", model_s, "--out", int8_s, "--weights", "int8"]);
+    assert!(said.contains("Int8"), "{said}");
+    let size = |d: &Path| std::fs::metadata(d.join("model.safetensors")).unwrap().len();
+    assert!(
+        size(&int8) * 2 < size(model),
+        "{} vs {}",
+        size(&int8),
+        size(model)
+    );
+    let files: Vec<String> = references()
+        .iter()
+        .map(|r| r.0.display().to_string())
+        .collect();
+    let texts = |m: &str| -> Vec<String> {
+        let mut args = vec!["transcribe", "--model", m, "--format", "json"];
+        args.extend(files.iter().map(|s| s.as_str()));
+        ok(&args)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["text"].to_string())
+            .collect()
+    };
+    assert_eq!(texts(int8_s), texts(model_s));
+
+    // A folder needs --out and --weights; the output must be another folder.
+    assert!(fails(&["convert", model_s, "--weights", "int8"]).contains("--out"));
+    assert!(fails(&["convert", model_s, "--out", int8_s]).contains("--weights"));
+    assert!(fails(&["convert", model_s, "--out", model_s, "--weights", "f16"]).contains("differ"));
+}

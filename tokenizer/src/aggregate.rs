@@ -159,11 +159,40 @@ impl ConcatTokenizer {
     fn load_folder(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join(CONCAT_CONFIG_FILE);
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        Self::from_saved_files(&cfg_path.display().to_string(), &text, |name| {
+            let path = dir.join(name);
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            SentencePieceModel::from_bytes(&bytes, &path.display().to_string())
+        })
+    }
+
+    /// Builds a tokenizer from the files of a saved folder held in memory (an embedded model, say): `config` is
+    /// the text of `concat_tokenizer.json` (`config_name` names it in errors) and `model_bytes` returns the bytes
+    /// of each `.model` file it lists.
+    pub fn from_memory<'a>(
+        config_name: &str,
+        config: &str,
+        model_bytes: impl Fn(&str) -> Option<&'a [u8]>,
+    ) -> Result<Self> {
+        Self::from_saved_files(config_name, config, |name| {
+            let bytes = model_bytes(name).ok_or_else(|| Error::BadConfig {
+                path: config_name.to_string(),
+                reason: format!("lists {name:?}, which is not there"),
+            })?;
+            SentencePieceModel::from_bytes(bytes, name)
+        })
+    }
+
+    fn from_saved_files(
+        cfg_name: &str,
+        text: &str,
+        load_model: impl Fn(&str) -> Result<SentencePieceModel>,
+    ) -> Result<Self> {
         let bad = |reason: String| Error::BadConfig {
-            path: cfg_path.display().to_string(),
+            path: cfg_name.to_string(),
             reason,
         };
-        let cfg: ConcatConfig = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let cfg: ConcatConfig = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
         if cfg.format != FORMAT {
             return Err(bad(format!(
                 "unsupported format {:?} (expected {FORMAT:?})",
@@ -172,8 +201,7 @@ impl ConcatTokenizer {
         }
         let mut parts = Vec::new();
         for e in &cfg.languages {
-            let model = SentencePieceModel::load(dir.join(&e.model))?;
-            parts.push((e.lang.clone(), model));
+            parts.push((e.lang.clone(), load_model(&e.model)?));
         }
         let tok = Self::new(parts).map_err(|e| bad(e.to_string()))?;
         for (i, e) in cfg.languages.iter().enumerate() {

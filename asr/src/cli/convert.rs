@@ -1,19 +1,25 @@
-//! `mezcla convert`: a NeMo `.nemo` checkpoint (Conformer CTC) into a mezcla model folder.
+//! `mezcla convert`: a NeMo `.nemo` checkpoint (Conformer CTC) into a mezcla model folder, or a model folder into
+//! one with other weight storage (f16, bf16, int8).
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::nemo::{self, NemoOptions, VocabularyKind};
+use crate::weights::WeightFormat;
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
-    /// The `.nemo` file (tar, or tar.gz for old files).
+    /// The `.nemo` file (tar, or tar.gz for old files), or a mezcla model folder.
     pub model: PathBuf,
-    /// Output model folder (default: the file's path without `.nemo`).
+    /// Output model folder (default for a `.nemo` file: its path without `.nemo`; required for a folder).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// How to store the weights: f32, f16, bf16, or int8 (one scale per output row for matrices and
+    /// convolution kernels, f32 for the rest; about a quarter of f32's size). Default: f32 for `.nemo` files.
+    #[arg(long, value_enum)]
+    pub weights: Option<WeightFormat>,
     /// Record NeMo's pre-2025 front-end (+1 frame, reflect padding) whatever nemo_version says.
     #[arg(long, conflicts_with = "no_legacy_frontend")]
     pub legacy_frontend: bool,
@@ -29,13 +35,16 @@ pub struct ConvertArgs {
 }
 
 pub fn run(a: ConvertArgs) -> Result<()> {
+    if a.model.is_dir() {
+        return convert_folder(a);
+    }
     let out = a.out.unwrap_or_else(|| nemo::default_output(&a.model));
     let opts = NemoOptions {
         legacy_frontend: (a.legacy_frontend || a.no_legacy_frontend).then_some(a.legacy_frontend),
         ctc_head: a.ctc_head,
         lang: a.lang.clone(),
     };
-    let ckpt = nemo::convert(&a.model, &out, &opts)?;
+    let ckpt = nemo::convert(&a.model, &out, &opts, a.weights)?;
     let vocab = match &ckpt.vocabulary {
         VocabularyKind::Char => "characters".to_string(),
         VocabularyKind::SentencePiece => "SentencePiece".to_string(),
@@ -56,6 +65,36 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         } else {
             "current"
         }
+    );
+    Ok(())
+}
+
+fn convert_folder(a: ConvertArgs) -> Result<()> {
+    if a.legacy_frontend || a.no_legacy_frontend || a.ctc_head || a.lang.is_some() {
+        bail!(
+            "{}: --legacy-frontend, --no-legacy-frontend, --ctc-head and --lang apply to .nemo files only",
+            a.model.display()
+        );
+    }
+    let Some(out) = a.out else {
+        bail!("{}: give the output folder with --out", a.model.display());
+    };
+    let Some(format) = a.weights else {
+        bail!(
+            "{}: give the weight storage with --weights (f32, f16, bf16 or int8)",
+            a.model.display()
+        );
+    };
+    let (config, size) = crate::model::convert_folder(&a.model, &out, format)?;
+    println!(
+        "{} -> {}: Conformer {} layers × {}, {} tokens + blank, weights {:?} ({:.1} MB)",
+        a.model.display(),
+        out.display(),
+        config.encoder.n_layers,
+        config.encoder.d_model,
+        config.vocab_size,
+        format,
+        size as f64 / 1e6
     );
     Ok(())
 }

@@ -16,9 +16,12 @@ pub struct TrainArgs {
     /// Continue from the latest checkpoint in the run's out_dir.
     #[arg(long)]
     pub resume: bool,
-    /// Print the summary as JSON.
+    /// Print the summary as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// No progress bar or progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -35,7 +38,7 @@ pub struct EvalArgs {
 
 pub fn run_train(a: TrainArgs) -> Result<()> {
     let cfg = TrainConfig::read(&a.config)?;
-    let summary = train::run(&cfg, a.resume, !a.json)?;
+    let summary = train::run(&cfg, a.resume, !a.quiet)?;
     if a.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
