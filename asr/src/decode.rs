@@ -443,7 +443,10 @@ mod tests {
         assert_eq!(remove_space_before_punctuation("a  , b", &marks), "a , b");
         assert_eq!(remove_space_before_punctuation("a , . ,", &marks), "a,.,");
         // Marks outside the vocabulary and text without marks are left alone.
-        assert_eq!(remove_space_before_punctuation("a ; b !", &marks), "a ; b !");
+        assert_eq!(
+            remove_space_before_punctuation("a ; b !", &marks),
+            "a ; b !"
+        );
         assert_eq!(remove_space_before_punctuation("a , b", &[]), "a , b");
     }
 }

@@ -6,10 +6,32 @@ use candle_nn::{VarBuilder, VarMap};
 use mezcla_models::conformer::{ConformerConfig, ConformerEncoder};
 use mezcla_models::ctc::CtcHead;
 
+/// Normal samples from a seeded generator, so that a failure names the inputs that produce it.
+fn randn(rng: &mut rand_chacha::ChaCha8Rng, std: f32, dims: &[usize], dev: &Device) -> Tensor {
+    use rand::Rng;
+    let n: usize = dims.iter().product();
+    // Box-Muller.
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            let (u1, u2): (f32, f32) = (rng.random_range(1e-7..1.0), rng.random());
+            std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+        })
+        .collect();
+    Tensor::from_vec(v, dims, dev).unwrap()
+}
+
 #[test]
 fn gradients_match_finite_differences_on_a_padded_batch() {
+    for seed in 0..6 {
+        check_seed(seed);
+    }
+}
+
+fn check_seed(seed: u64) {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let dev = Device::Cpu;
-    let mut cfg = ConformerConfig::preset("tiny", 16).unwrap();
+    let mut cfg = ConformerConfig::preset("tiny", 8).unwrap();
     cfg.d_model = 16;
     cfg.n_heads = 2;
     cfg.n_layers = 1;
@@ -27,27 +49,31 @@ fn gradients_match_finite_differences_on_a_padded_batch() {
     let enc = ConformerEncoder::new(&cfg, vb.pp("encoder")).unwrap();
     let head = CtcHead::new(16, 6, vb.pp("decoder")).unwrap();
     // Non-zero biases everywhere, so that no term hides behind a zero.
-    for (name, var) in vars.data().lock().unwrap().iter() {
-        if !name.contains("running") {
-            let t =
-                (var.as_tensor() + Tensor::randn(0f32, 0.2, var.dims(), &dev).unwrap()).unwrap();
-            var.set(&t).unwrap();
-        }
-    }
-    let x = Tensor::randn(0f32, 1.0, (2, 16, 28), &dev).unwrap();
-    let lengths = [28usize, 19];
-    let (_, out_len) = enc.forward(&x, &lengths, true).unwrap();
-    let r = Tensor::randn(0f32, 1.0, (2, 7, 7), &dev).unwrap();
-    // Only valid frames count, as in a loss.
-    let mut mask = vec![0f32; 2 * 7 * 7];
-    for (b, &l) in out_len.iter().enumerate() {
-        for t in 0..l {
-            for c in 0..7 {
-                mask[(b * 7 + t) * 7 + c] = 1.0;
+    {
+        let all = vars.data().lock().unwrap();
+        let mut sorted: Vec<(&String, &Var)> = all.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, var) in sorted {
+            if !name.contains("running") {
+                let t = (var.as_tensor() + randn(&mut rng, 0.2, var.dims(), &dev)).unwrap();
+                var.set(&t).unwrap();
             }
         }
     }
-    let r = (r * Tensor::from_vec(mask, (2, 7, 7), &dev).unwrap()).unwrap();
+    let x = randn(&mut rng, 1.0, &[2, 8, 20], &dev);
+    let lengths = [20usize, 13];
+    let (_, out_len) = enc.forward(&x, &lengths, true).unwrap();
+    let r = randn(&mut rng, 1.0, &[2, 5, 7], &dev);
+    // Only valid frames count, as in a loss.
+    let mut mask = vec![0f32; 2 * 5 * 7];
+    for (b, &l) in out_len.iter().enumerate() {
+        for t in 0..l {
+            for c in 0..7 {
+                mask[(b * 5 + t) * 7 + c] = 1.0;
+            }
+        }
+    }
+    let r = (r * Tensor::from_vec(mask, (2, 5, 7), &dev).unwrap()).unwrap();
     let loss = |x: &Tensor| -> Tensor {
         let (y, _) = enc.forward(x, &lengths, true).unwrap();
         (head.log_probs(&y).unwrap() * &r)
@@ -59,7 +85,7 @@ fn gradients_match_finite_differences_on_a_padded_batch() {
     let data = vars.data().lock().unwrap();
     let mut names: Vec<&String> = data.keys().filter(|n| !n.contains("running")).collect();
     names.sort();
-    let (mut checked, mut skipped) = (0, 0);
+    let (mut checked, mut skipped, mut first_layer) = (0, 0, 0);
     for name in names {
         let var: &Var = &data[name];
         let g = grads
@@ -88,7 +114,9 @@ fn gradients_match_finite_differences_on_a_padded_batch() {
                     .unwrap();
                 (fp - fm) / (2.0 * eps as f64)
             };
-            let (n1, n2) = (central(1e-2), central(5e-3));
+            // Small steps: a first-layer parameter moves hundreds of ReLU inputs, and the chance that one of
+            // them crosses its kink grows with the step.
+            let (n1, n2) = (central(6e-4), central(3e-4));
             // A ReLU kink inside the step makes finite differences meaningless there: skip such points.
             if (n1 - n2).abs() > 0.02 * n1.abs().max(n2.abs()) + 0.02 {
                 skipped += 1;
@@ -98,13 +126,18 @@ fn gradients_match_finite_differences_on_a_padded_batch() {
             let tol = 0.03 * n2.abs().max(analytic.abs()) + 0.03;
             assert!(
                 (n2 - analytic).abs() <= tol,
-                "{name}[{i}]: autograd {analytic}, finite differences {n2}"
+                "seed {seed}: {name}[{i}]: autograd {analytic}, finite differences {n2}"
             );
             checked += 1;
+            if name.contains("pre_encode.conv.0") {
+                first_layer += 1;
+            }
         }
     }
+    // At steps this small f32 rounding makes the two estimates disagree more often (skipped), but every
+    // point checked agrees, the first convolution's included.
     assert!(
-        checked > 60 && skipped < 10,
-        "checked {checked}, skipped {skipped}"
+        checked > 90 && skipped < 45 && first_layer >= 2,
+        "seed {seed}: checked {checked}, skipped {skipped}, first conv checked {first_layer}"
     );
 }

@@ -526,7 +526,11 @@ fn an_int8_copy_of_a_model_is_smaller_and_transcribes_the_same() {
     let int8_s = int8.to_str().unwrap();
     let said = ok(&["convert", model_s, "--out", int8_s, "--weights", "int8"]);
     assert!(said.contains("Int8"), "{said}");
-    let size = |d: &Path| std::fs::metadata(d.join("model.safetensors")).unwrap().len();
+    let size = |d: &Path| {
+        std::fs::metadata(d.join("model.safetensors"))
+            .unwrap()
+            .len()
+    };
     assert!(
         size(&int8) * 2 < size(model),
         "{} vs {}",
