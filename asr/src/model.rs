@@ -169,17 +169,8 @@ impl AsrModel {
     /// Loads a model folder: `config.json`, `model.safetensors` (f32, f16, bf16 or int8 with row scales) and
     /// `tokenizer/`.
     pub fn load(dir: &Path) -> Result<Self> {
-        if !dir.is_dir() {
-            bail!("{}: not a model folder", dir.display());
-        }
-        let config = ModelConfig::read(&dir.join(CONFIG_FILE))?;
-        let tok_dir = dir.join(TOKENIZER_DIR);
-        let tokenizer = ConcatTokenizer::load(&tok_dir)
-            .with_context(|| format!("{}: cannot load the tokenizer", tok_dir.display()))?;
-        let weights = dir.join(WEIGHTS_FILE);
-        let bytes = std::fs::read(&weights)
-            .with_context(|| format!("{}: cannot read the weights", weights.display()))?;
-        Self::from_weights(config, tokenizer, &bytes, &weights.display().to_string())
+        let f = FolderFiles::read(dir)?;
+        Self::from_weights(f.config, f.tokenizer, &f.weights, &f.weights_name)
             .with_context(|| format!("{}: the weights do not fit the config", dir.display()))
     }
 
@@ -396,24 +387,45 @@ pub fn convert_folder(
     out: &Path,
     format: crate::weights::WeightFormat,
 ) -> Result<(ModelConfig, u64)> {
-    if !dir.join(CONFIG_FILE).is_file() {
-        bail!("{}: not a model folder (no {CONFIG_FILE})", dir.display());
-    }
     if out.exists() && std::fs::canonicalize(out).ok() == std::fs::canonicalize(dir).ok() {
         bail!("{}: --out must differ from the input folder", out.display());
     }
-    let config = ModelConfig::read(&dir.join(CONFIG_FILE))?;
-    let tok_dir = dir.join(TOKENIZER_DIR);
-    let tokenizer = ConcatTokenizer::load(&tok_dir)
-        .with_context(|| format!("{}: cannot load the tokenizer", tok_dir.display()))?;
-    let weights = dir.join(WEIGHTS_FILE);
-    let bytes = std::fs::read(&weights)
-        .with_context(|| format!("{}: cannot read the weights", weights.display()))?;
-    let tensors = crate::weights::load(&bytes, &weights.display().to_string(), &Device::Cpu)?;
-    save_model_as(out, &config, &tensors, &tokenizer, Some(format))?;
+    let f = FolderFiles::read(dir)?;
+    let tensors = crate::weights::load(&f.weights, &f.weights_name, &Device::Cpu)?;
+    save_model_as(out, &f.config, &tensors, &f.tokenizer, Some(format))?;
     AsrModel::load(out)?;
     let size = std::fs::metadata(out.join(WEIGHTS_FILE))?.len();
-    Ok((config, size))
+    Ok((f.config, size))
+}
+
+/// The parts of a model folder as read from disk, before the model is built.
+struct FolderFiles {
+    config: ModelConfig,
+    tokenizer: ConcatTokenizer,
+    weights: Vec<u8>,
+    /// Path of the weights file, for errors.
+    weights_name: String,
+}
+
+impl FolderFiles {
+    fn read(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("{}: not a model folder", dir.display());
+        }
+        let config = ModelConfig::read(&dir.join(CONFIG_FILE))?;
+        let tok_dir = dir.join(TOKENIZER_DIR);
+        let tokenizer = ConcatTokenizer::load(&tok_dir)
+            .with_context(|| format!("{}: cannot load the tokenizer", tok_dir.display()))?;
+        let path = dir.join(WEIGHTS_FILE);
+        let weights = std::fs::read(&path)
+            .with_context(|| format!("{}: cannot read the weights", path.display()))?;
+        Ok(Self {
+            config,
+            tokenizer,
+            weights,
+            weights_name: path.display().to_string(),
+        })
+    }
 }
 
 /// Writes a model folder: config, weights (as given) and tokenizer, each file atomically.
