@@ -7,7 +7,9 @@ Initialisations differ (each side's own seeded one), so the curves agree in shap
     bench/train_step.py            # once: builds the batch, the tokenizer and the release binary
     /work/pyref/bin/python bench/train_parity.py [STEPS]   # prints both loss curves
 """
-import json, os, subprocess, sys, shutil
+import json
+import os
+import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import asr_common as C
 import train_step as T
@@ -15,33 +17,12 @@ tok = C.OUT / "tok256"
 manifest = C.OUT / "train_batch.json"
 batch = [json.loads(l) for l in open(manifest)]
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 16
-out = C.OUT / "train_cmp"
-shutil.rmtree(out, ignore_errors=True); out.mkdir(parents=True)
-longest = max(e["duration"] for e in batch)
-(out / "train.toml").write_text(f"""out_dir = "{out / 'run'}"
-tokenizer = "{tok / 'tokenizer.model'}"
-train_manifests = ["{manifest}"]
-model = "small"
-max_steps = {steps}
-seed = 0
-[batch]
-max_duration = {len(batch) * longest + 0.01:.4f}
-buckets = 1
-[optim]
-lr = 1e-4
+# A constant learning rate, as NeMo's side (run_nemo) uses: cosine from lr to min_lr = lr, no warm-up.
+constant = """lr = 1e-4
 min_lr = 1e-4
 schedule = "cosine"
-warmup_steps = 0
-weight_decay = 1e-3
-grad_clip = 1.0
-dropout = 0.1
-[eval]
-every = {steps}
-""")
-subprocess.run([str(C.MEZCLA), "train", "--config", str(out / "train.toml"), "--json", "--quiet"], check=True,
-               capture_output=True, text=True, env=dict(os.environ, RAYON_NUM_THREADS="2"))
-mz = [json.loads(l) for l in (out / "run" / "metrics.jsonl").read_text().splitlines()]
-print("mezcla lr", [round(l["lr"], 6) for l in mz][:3])
-print("mezcla", [round(l["loss"], 1) for l in mz], flush=True)
+warmup_steps = 0"""
+_, _, mz = T.run_mezcla(manifest, tok, batch, steps, 2, name="train_cmp", optim=constant)
+print("mezcla", [round(x, 1) for x in mz], flush=True)
 _, _, nm, _ = T.run_nemo(batch, tok, steps, 2)
 print("nemo  ", [round(x, 1) for x in nm])
