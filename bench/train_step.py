@@ -62,7 +62,9 @@ schedule = "noam"
 warmup_steps = 1000"""
 
 
-def run_mezcla(manifest, tok, batch, steps, threads, name="train_mezcla", extra_env=None, optim=NOAM_OPTIM):
+def run_mezcla(manifest, tok, batch, steps, threads, name="train_mezcla", extra_env=None, optim=NOAM_OPTIM,
+               dropout=0.1, init_from=None):
+    """Returns step seconds, the run's summary, and the metrics lines (loss, grad_norm, ... per step)."""
     out = C.OUT / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -71,7 +73,7 @@ def run_mezcla(manifest, tok, batch, steps, threads, name="train_mezcla", extra_
     cfg.write_text(f"""out_dir = "{out / 'run'}"
 tokenizer = "{tok / 'tokenizer.model'}"
 train_manifests = ["{manifest}"]
-model = "small"
+{f'init_from = "{init_from}"' if init_from else 'model = "small"'}
 max_steps = {steps}
 seed = 0
 
@@ -84,7 +86,7 @@ accumulate = 1
 {optim}
 weight_decay = 1e-3
 grad_clip = 1.0
-dropout = 0.1
+dropout = {dropout}
 
 [eval]
 every = {steps}
@@ -96,16 +98,22 @@ every = {steps}
     lines = [json.loads(l) for l in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     elapsed = [l["step"] / l["steps_per_second"] for l in lines]
     step_s = [elapsed[0]] + [b - a for a, b in zip(elapsed, elapsed[1:])]
-    return step_s, summary, [l["loss"] for l in lines]
+    return step_s, summary, lines
 
 
-def run_nemo(batch, tok, steps, threads):
+def run_nemo(batch, tok, steps, threads, dropout=0.1, dither=1e-5, save_init=None, lr=1e-4):
+    """Returns step seconds, the parameter count, the losses, the target lengths and the gradient norms
+    (before clipping). `save_init`: a path to save the initial model to (`.nemo`), before the first step."""
     import soundfile as sf
     from nemo.collections.asr.models import EncDecCTCModelBPE
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = EncDecCTCModelBPE(cfg=OmegaConf.create(C.nemo_cfg(tok, dropout=0.1)))
+    cfg = C.nemo_cfg(tok, dropout=dropout)
+    cfg["preprocessor"]["dither"] = dither
+    model = EncDecCTCModelBPE(cfg=OmegaConf.create(cfg))
+    if save_init:
+        model.save_to(str(save_init))
     assert model.spec_augmentation is None
     model.train()
     audios = [torch.from_numpy(sf.read(e["audio_filepath"], dtype="float32")[0]) for e in batch]
@@ -119,20 +127,20 @@ def run_nemo(batch, tok, steps, threads):
     for i, t in enumerate(ids):
         tgt[i, : len(t)] = torch.tensor(t)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.98), weight_decay=1e-3)
-    step_s, losses = [], []
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=1e-3)
+    step_s, losses, norms = [], [], []
     for _ in range(steps):
         t0 = time.perf_counter()
         lp, enc_len, _ = model.forward(input_signal=x, input_signal_length=lens)
         loss = model.loss(log_probs=lp, targets=tgt, input_lengths=enc_len, target_lengths=tlens)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        norms.append(float(torch.nn.utils.clip_grad_norm_(params, 1.0)))
         opt.step()
         opt.zero_grad(set_to_none=True)
         step_s.append(time.perf_counter() - t0)
         losses.append(float(loss))
     n_params = sum(p.numel() for p in params)
-    return step_s, n_params, losses, [len(t) for t in ids]
+    return step_s, n_params, losses, [len(t) for t in ids], norms
 
 
 def main():
@@ -152,13 +160,14 @@ def main():
     print(f"batch: {len(batch)} utterances, {min(durs):.2f}-{max(durs):.2f} s (padded {len(batch) * max(durs):.1f} s)",
           flush=True)
 
-    mz_steps, mz_summary, mz_losses = run_mezcla(manifest, tok, batch, total, args.threads)
+    mz_steps, mz_summary, mz_lines = run_mezcla(manifest, tok, batch, total, args.threads)
+    mz_losses = [l["loss"] for l in mz_lines]
     # Diagnostic: the same run with glibc's malloc keeping freed blocks up to 32 MiB in the heap (fixed mmap
     # threshold, no trimming), to measure what the allocator's mmap/munmap churn (page faults, zeroing, TLB
     # shoot-downs) costs.
     tun = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184"}
     mzt_steps, _, _ = run_mezcla(manifest, tok, batch, total, args.threads, "train_mezcla_tunables", tun)
-    nm_steps, nm_params, nm_losses, tgt_lens = run_nemo(batch, tok, total, args.threads)
+    nm_steps, nm_params, nm_losses, tgt_lens, _ = run_nemo(batch, tok, total, args.threads)
     mz = statistics.median(mz_steps[args.warmup:])
     mzt = statistics.median(mzt_steps[args.warmup:])
     nm = statistics.median(nm_steps[args.warmup:])

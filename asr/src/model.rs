@@ -398,6 +398,13 @@ pub fn convert_folder(
     Ok((f.config, size))
 }
 
+/// The config and weights (f32, by name) of a model folder.
+pub fn folder_tensors(dir: &Path) -> Result<(ModelConfig, std::collections::HashMap<String, Tensor>)> {
+    let f = FolderFiles::read(dir)?;
+    let tensors = crate::weights::load(&f.weights, &f.weights_name, &Device::Cpu)?;
+    Ok((f.config, tensors))
+}
+
 /// The parts of a model folder as read from disk, before the model is built.
 struct FolderFiles {
     config: ModelConfig,

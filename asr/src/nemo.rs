@@ -109,6 +109,16 @@ pub fn load_model(path: &Path, legacy_frontend: Option<bool>, ctc_head: bool) ->
     Ok(model)
 }
 
+/// The config and weights (f32, by name) of a `.nemo` archive or a mezcla model folder, e.g. to start training
+/// from them.
+pub fn model_tensors(path: &Path) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
+    if is_nemo_path(path) {
+        let ckpt = read_nemo(path, &NemoOptions::default())?;
+        return Ok((ckpt.config, ckpt.tensors));
+    }
+    crate::model::folder_tensors(path)
+}
+
 /// Loads a `.nemo` file as a ready model (CPU, f32).
 pub fn load_nemo(path: &Path, opts: &NemoOptions) -> Result<AsrModel> {
     let ckpt = read_nemo(path, opts)?;

@@ -4,7 +4,9 @@
 //! so a NeMo checkpoint loads by name alone.
 
 use candle_core::{DType, Device, Result, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::channel::{add_channel_bias, Linear};
 
 use crate::conv2d::Conv2dLayer;
 
@@ -275,7 +277,7 @@ impl ConvSubsampling {
                 }
             }
         }
-        let out = candle_nn::linear(c * freq, cfg.d_model, vb.pp("out"))?;
+        let out = Linear::new(c * freq, cfg.d_model, true, vb.pp("out"))?;
         Ok(Self { layers, out })
     }
 
@@ -353,11 +355,11 @@ impl RelPositionMultiHeadAttention {
             ),
         };
         Ok(Self {
-            linear_q: candle_nn::linear(d, d, vb.pp("linear_q"))?,
-            linear_k: candle_nn::linear(d, d, vb.pp("linear_k"))?,
-            linear_v: candle_nn::linear(d, d, vb.pp("linear_v"))?,
-            linear_out: candle_nn::linear(d, d, vb.pp("linear_out"))?,
-            linear_pos: candle_nn::linear_no_bias(d, d, vb.pp("linear_pos"))?,
+            linear_q: Linear::new(d, d, true, vb.pp("linear_q"))?,
+            linear_k: Linear::new(d, d, true, vb.pp("linear_k"))?,
+            linear_v: Linear::new(d, d, true, vb.pp("linear_v"))?,
+            linear_out: Linear::new(d, d, true, vb.pp("linear_out"))?,
+            linear_pos: Linear::new(d, d, false, vb.pp("linear_pos"))?,
             pos_bias_u,
             pos_bias_v,
             heads: h,
@@ -389,14 +391,15 @@ impl RelPositionMultiHeadAttention {
             .reshape((1, 2 * t - 1, h, dk))?
             .transpose(1, 2)?
             .contiguous()?; // [1, h, 2T-1, dk]
-        let q_u = q
-            .broadcast_add(&self.pos_bias_u)?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let q_v = q
-            .broadcast_add(&self.pos_bias_v)?
-            .transpose(1, 2)?
-            .contiguous()?;
+        // q + pos_bias as one [B·T, d] + [d] channel bias (a fast gradient for the biases).
+        let with_bias = |bias: &Tensor| -> Result<Tensor> {
+            add_channel_bias(&q.reshape((b * t, d))?, &bias.reshape(d)?, 1)?
+                .reshape((b, t, h, dk))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q_u = with_bias(&self.pos_bias_u)?;
+        let q_v = with_bias(&self.pos_bias_v)?;
         let ac = q_u.matmul(&k.transpose(2, 3)?.contiguous()?)?; // [B, h, T, T]
         let p_t = p
             .transpose(2, 3)?
@@ -440,8 +443,8 @@ impl FeedForward {
         let d = cfg.d_model;
         let inner = d * cfg.ff_expansion_factor;
         Ok(Self {
-            linear1: candle_nn::linear(d, inner, vb.pp("linear1"))?,
-            linear2: candle_nn::linear(inner, d, vb.pp("linear2"))?,
+            linear1: Linear::new(d, inner, true, vb.pp("linear1"))?,
+            linear2: Linear::new(inner, d, true, vb.pp("linear2"))?,
             dropout: cfg.dropout as f32,
         })
     }
@@ -485,12 +488,13 @@ impl ConvModule {
 
     /// `x`: [B, T, d]; `valid`: [B, T] (1 valid, 0 padding).
     pub fn forward(&self, x: &Tensor, valid: &Tensor, train: bool) -> Result<Tensor> {
-        let x = x.transpose(1, 2)?.contiguous()?; // [B, d, T]
-        let y = self.pointwise_conv1.forward(&x)?;
-        let d = y.dim(1)? / 2;
-        let y = (y.narrow(1, 0, d)? * candle_nn::ops::sigmoid(&y.narrow(1, d, d)?)?)?;
-        let y = y.broadcast_mul(&valid.unsqueeze(1)?)?;
-        let y = self.depthwise_conv.forward(&y)?;
+        // The pointwise convolutions and the GLU run channels-last ([B, T, C]), the depthwise one and the norm
+        // channels-first.
+        let y = self.pointwise_conv1.forward_channels_last(x)?; // [B, T, 2d]
+        let d = y.dim(2)? / 2;
+        let y = (y.narrow(2, 0, d)? * candle_nn::ops::sigmoid(&y.narrow(2, d, d)?)?)?;
+        let y = y.broadcast_mul(&valid.unsqueeze(2)?)?;
+        let y = self.depthwise_conv.forward(&y.transpose(1, 2)?.contiguous()?)?; // [B, d, T]
         let y = match &self.norm {
             ConvNormLayer::Batch(bn) => bn.forward(&y, train)?,
             ConvNormLayer::Layer(ln) => ln
@@ -498,8 +502,8 @@ impl ConvModule {
                 .transpose(1, 2)?
                 .contiguous()?,
         };
-        let y = self.pointwise_conv2.forward(&candle_nn::ops::silu(&y)?)?;
-        y.transpose(1, 2)
+        let y = candle_nn::ops::silu(&y)?.transpose(1, 2)?;
+        self.pointwise_conv2.forward_channels_last(&y)
     }
 }
 
@@ -598,11 +602,7 @@ impl ConformerEncoder {
             .map(|i| ConformerLayer::new(cfg, vb.pp("layers").pp(i), shared.clone()))
             .collect::<Result<Vec<_>>>()?;
         let out_proj = if cfg.feat_out > 0 && cfg.feat_out as usize != cfg.d_model {
-            Some(candle_nn::linear(
-                cfg.d_model,
-                cfg.feat_out as usize,
-                vb.pp("out_proj"),
-            )?)
+            Some(Linear::new(cfg.d_model, cfg.feat_out as usize, true, vb.pp("out_proj"))?)
         } else {
             None
         };

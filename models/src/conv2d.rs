@@ -135,17 +135,24 @@ pub fn conv2d(
             candle_core::bail!("conv2d: weight expects {cin_g} input channels, input has {c}");
         }
         let wt = weight.reshape((cout, c * k * k))?.t()?; // [C·k·k, Cout]
-        cols.broadcast_matmul(&wt)?.transpose(1, 2)? // [B, Cout, P]
+        // One 2-D matmul over all positions of the batch, so the weight's gradient is one matmul too.
+        cols.reshape((b * p, c * k * k))?
+            .matmul(&wt)?
+            .reshape((b, p, cout))?
+            .transpose(1, 2)? // [B, Cout, P]
     } else if groups == c && cin_g == 1 && cout == c {
-        let cols = cols.reshape((b, p, c, k * k))?;
-        let wk = weight.reshape((1, 1, c, k * k))?;
-        cols.broadcast_mul(&wk)?.sum(3)?.transpose(1, 2)? // [B, C, P]
+        let cols = cols.reshape((b * p, c * k * k))?;
+        let wk = weight.reshape(c * k * k)?;
+        crate::channel::mul_channel_scale(&cols, &wk, 1)?
+            .reshape((b, p, c, k * k))?
+            .sum(3)?
+            .transpose(1, 2)? // [B, C, P]
     } else {
         candle_core::bail!("conv2d: groups must be 1 or the channel count, got {groups}");
     };
     let y = y.reshape((b, cout, ho, wo))?;
     match bias {
-        Some(bias) => y.broadcast_add(&bias.reshape((1, cout, 1, 1))?),
+        Some(bias) => crate::channel::add_channel_bias(&y, bias, 1),
         None => Ok(y),
     }
 }

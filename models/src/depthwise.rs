@@ -134,7 +134,7 @@ pub fn depthwise_conv1d(
         .contiguous()?
         .apply_op2(&weight.contiguous()?, DepthwiseConv1d { padding })?;
     match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, b.dim(0)?, 1))?),
+        Some(b) => crate::channel::add_channel_bias(&y, b, 1),
         None => Ok(y),
     }
 }

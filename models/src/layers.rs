@@ -3,6 +3,8 @@
 use candle_core::{ModuleT, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use crate::channel::{add_channel_bias, mul_channel_scale};
+
 /// LayerNorm over the last dimension with `weight` and `bias` (PyTorch's nn.LayerNorm).
 pub struct LayerNorm {
     weight: Tensor,
@@ -22,7 +24,13 @@ impl LayerNorm {
     /// The fused kernel has no backward, so training takes the composed path.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train {
-            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps as f32)
+            // candle's composed layer norm, with the affine part as channel ops (fast gradients).
+            let last = x.rank() - 1;
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let centred = x.broadcast_sub(&mean)?;
+            let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+            add_channel_bias(&mul_channel_scale(&normed, &self.weight, last)?, &self.bias, last)
         } else {
             candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
         }
@@ -119,19 +127,18 @@ impl Pointwise {
 
     /// [B, Cin, T] → [B, Cout, T].
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (cout, cin, _) = self.weight.dims3()?;
-        let w = self.weight.reshape((cout, cin))?;
-        let y = w.broadcast_left(x.dim(0)?)?.matmul(&x.contiguous()?)?;
-        y.broadcast_add(&self.bias.reshape((1, cout, 1))?)
+        self.forward_channels_last(&x.transpose(1, 2)?)?
+            .transpose(1, 2)?
+            .contiguous()
     }
 
-    /// [B, T, Cin] → [B, T, Cout] (channels last).
+    /// [B, T, Cin] → [B, T, Cout] (channels last): one 2-D matmul over all positions.
     pub fn forward_channels_last(&self, x: &Tensor) -> Result<Tensor> {
         let (cout, cin, _) = self.weight.dims3()?;
+        let (b, t, _) = x.dims3()?;
         let w = self.weight.reshape((cout, cin))?.t()?;
-        x.contiguous()?
-            .broadcast_matmul(&w)?
-            .broadcast_add(&self.bias)
+        let y = x.contiguous()?.reshape((b * t, cin))?.matmul(&w)?;
+        add_channel_bias(&y, &self.bias, 1)?.reshape((b, t, cout))
     }
 }
 

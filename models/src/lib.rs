@@ -1,5 +1,6 @@
 //! candle modules of the acoustic models: log-mel front-end, Conformer encoder and CTC head.
 
+pub mod channel;
 pub mod conformer;
 pub mod conv2d;
 pub mod ctc;

@@ -82,6 +82,12 @@ pub struct TrainConfig {
     /// An explicit NeMo ConformerEncoder config instead of a preset.
     #[serde(default)]
     pub encoder: Option<ConformerConfig>,
+    /// Start from the weights of a trained model (a mezcla model folder or a `.nemo` file) instead of random
+    /// ones, like NeMo's `init_from_nemo_model`. Its front-end and encoder config are used unless `model` or
+    /// `encoder` is given; every weight must be there with the same shape (the tokenizer's vocabulary
+    /// size must match the model's CTC head).
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
     #[serde(default)]
     pub seed: u64,
     pub max_steps: u64,
@@ -271,9 +277,18 @@ impl TrainConfig {
         if cfg.train_manifests.is_empty() {
             bail!("{}: give at least one of train_manifests", path.display());
         }
-        if cfg.model.is_some() == cfg.encoder.is_some() {
+        if let Some(p) = &mut cfg.init_from {
+            fix(p);
+        }
+        if cfg.model.is_some() && cfg.encoder.is_some() {
             bail!(
-                "{}: give either `model` (a preset) or an `[encoder]` table",
+                "{}: give either `model` (a preset) or an `[encoder]` table, not both",
+                path.display()
+            );
+        }
+        if cfg.model.is_none() && cfg.encoder.is_none() && cfg.init_from.is_none() {
+            bail!(
+                "{}: give `model` (a preset), an `[encoder]` table or `init_from` (a trained model)",
                 path.display()
             );
         }
@@ -293,7 +308,11 @@ struct CheckpointState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetricsLine {
     pub step: u64,
+    /// CTC loss (summed over each utterance's tokens, averaged over the batch, as NeMo's `mean_batch`).
     pub loss: f64,
+    /// The same loss per target token: comparable across batches of different lengths.
+    #[serde(default)]
+    pub loss_per_token: f64,
     pub lr: f64,
     pub grad_norm: f64,
     pub steps_per_second: f64,
@@ -412,9 +431,17 @@ fn prune(out: &Path, keep_best: usize, average: usize) -> Result<()> {
     Ok(())
 }
 
-/// Builds the model config of a run.
-fn model_config(cfg: &TrainConfig, vocab: usize) -> Result<ModelConfig> {
-    let mut mc = ModelConfig::new(cfg.model.as_deref().unwrap_or("tiny"), vocab)?;
+/// Builds the model config of a run: the preset or explicit encoder, else the config of the `init_from` model
+/// (`init`), else the `tiny` preset.
+fn model_config(cfg: &TrainConfig, vocab: usize, init: Option<&ModelConfig>) -> Result<ModelConfig> {
+    let mut mc = match (init, cfg.model.as_deref(), &cfg.encoder) {
+        (Some(init), None, None) => {
+            let mut mc = init.clone();
+            mc.vocab_size = vocab;
+            mc
+        }
+        (_, preset, _) => ModelConfig::new(preset.unwrap_or("tiny"), vocab)?,
+    };
     if let Some(enc) = &cfg.encoder {
         mc.encoder = enc.clone();
         mc.preprocessor.features = enc.feat_in;
@@ -469,7 +496,14 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
     let device = Device::Cpu;
     let tokenizer = ConcatTokenizer::load(&cfg.tokenizer)
         .with_context(|| format!("{}: cannot load the tokenizer", cfg.tokenizer.display()))?;
-    let mc = model_config(cfg, tokenizer.vocab_size())?;
+    let init = match &cfg.init_from {
+        Some(path) => Some(
+            crate::nemo::model_tensors(path)
+                .with_context(|| format!("init_from {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mc = model_config(cfg, tokenizer.vocab_size(), init.as_ref().map(|i| &i.0))?;
     let out = &cfg.out_dir;
     let existing = list_checkpoints(out)?;
     if !resume && !existing.is_empty() {
@@ -495,6 +529,10 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
     // Seeded initial weights: candle's initialisers draw from an unseeded generator, so every variable is
     // re-drawn here from the run's seed with the same distribution family (uniform ±1/sqrt(fan_in)).
     init_weights(&vars, cfg.seed)?;
+    if let (Some((_, tensors)), Some(path)) = (&init, &cfg.init_from) {
+        set_weights(&vars, tensors)
+            .with_context(|| format!("init_from {}", path.display()))?;
+    }
     let trainable: Vec<(String, Var)> = {
         let data = vars.data().lock().unwrap_or_else(|p| p.into_inner());
         data.iter()
@@ -608,6 +646,7 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
     for step in start_step + 1..=cfg.max_steps {
         let mut grads: HashMap<String, Tensor> = HashMap::new();
         let mut loss_sum = 0f64;
+        let mut loss_per_token = 0f64;
         for _ in 0..accumulate {
             let batch = rx.recv().context("the data loader stopped")??;
             mezcla_models::layers::seed_dropout(data::derive_seed(cfg.seed, 6, batch.index));
@@ -631,7 +670,10 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
             )?;
             let loss = ctc_loss(&logits, &batch.targets, &in_lens, &tgt_lens, &ctc)?;
             let loss = (loss / accumulate as f64)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64;
+            let value = loss.to_scalar::<f32>()? as f64;
+            loss_sum += value;
+            let tokens = batch.target_lengths.iter().sum::<usize>().max(1) as f64;
+            loss_per_token += value * batch.target_lengths.len() as f64 / tokens;
             let g = loss.backward()?;
             for (name, var) in opt.vars() {
                 if let Some(t) = g.get(var.as_tensor()) {
@@ -668,6 +710,7 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
         let mut line = MetricsLine {
             step,
             loss: loss_sum,
+            loss_per_token,
             lr,
             grad_norm,
             steps_per_second: sps,
@@ -768,6 +811,28 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
     })
 }
 
+/// Sets every variable from `tensors` (same name and shape); a missing or mis-shaped tensor is an error.
+fn set_weights(vars: &VarMap, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    let data = vars.data().lock().unwrap_or_else(|p| p.into_inner());
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &data[name];
+        let t = tensors
+            .get(name)
+            .with_context(|| format!("the model has no weight {name}"))?;
+        if t.dims() != var.dims() {
+            bail!(
+                "weight {name} has shape {:?}, the model being trained needs {:?}",
+                t.dims(),
+                var.dims()
+            );
+        }
+        var.set(&t.to_dtype(DType::F32)?)?;
+    }
+    Ok(())
+}
+
 fn write_metrics(path: &Path, history: &[MetricsLine]) -> Result<()> {
     let mut text = String::new();
     for m in history {
@@ -778,33 +843,53 @@ fn write_metrics(path: &Path, history: &[MetricsLine]) -> Result<()> {
         .with_context(|| format!("{}: cannot write", path.display()))
 }
 
-/// Re-draws every variable from the seed: weights uniform in ±1/sqrt(fan_in) (PyTorch's default for Linear
-/// and Conv weights), LayerNorm/BatchNorm scales 1, biases 0, running statistics at their identity.
-fn init_weights(vars: &VarMap, seed: u64) -> Result<()> {
+/// Re-draws every variable from the seed with the initialisation NeMo's Conformer-CTC gets from PyTorch: Linear
+/// and Conv weights and their biases uniform in ±1/sqrt(fan_in) of the weight, the CTC head's weight
+/// Xavier-uniform (NeMo's `init_weights(mode="xavier_uniform")` of ConvASRDecoder), LayerNorm/BatchNorm scales 1
+/// and shifts 0, running statistics at their identity, pos_bias_u/v 0.
+pub fn init_weights(vars: &VarMap, seed: u64) -> Result<()> {
     use rand::{Rng, SeedableRng};
     let data = vars.data().lock().unwrap_or_else(|p| p.into_inner());
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
+    let fan_in = |dims: &[usize]| -> usize {
+        if dims.len() >= 2 {
+            dims[1..].iter().product::<usize>()
+        } else {
+            dims[0]
+        }
+    };
     for (k, name) in names.into_iter().enumerate() {
         let var = &data[name];
         let dims = var.dims().to_vec();
         let n = var.elem_count();
-        let leaf = name.rsplit('.').next().unwrap_or("");
+        let (module, leaf) = name.rsplit_once('.').unwrap_or(("", name));
         let is_norm = name.contains("norm") && !name.contains("pointwise");
-        let values: Vec<f32> = if leaf == "running_var" || (is_norm && leaf == "weight") {
-            vec![1.0; n]
-        } else if leaf == "running_mean" || leaf == "bias" || leaf.starts_with("pos_bias") {
-            vec![0.0; n]
+        let bound = if leaf == "running_var" || (is_norm && leaf == "weight") {
+            None
+        } else if leaf == "running_mean" || is_norm || leaf.starts_with("pos_bias") {
+            Some(0.0)
+        } else if leaf == "bias" {
+            // PyTorch bounds a bias by its weight's fan-in.
+            let weight = data
+                .get(&format!("{module}.weight"))
+                .with_context(|| format!("bias {name} has no {module}.weight"))?;
+            Some(1.0 / (fan_in(weight.dims()).max(1) as f32).sqrt())
+        } else if module.starts_with("decoder.") && dims.len() >= 2 {
+            let receptive: usize = dims[2..].iter().product();
+            let fans = (dims[0] + dims[1]) * receptive;
+            Some((6.0 / fans.max(1) as f32).sqrt())
         } else {
-            let fan_in = if dims.len() >= 2 {
-                dims[1..].iter().product::<usize>()
-            } else {
-                dims[0]
-            };
-            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-            let mut rng =
-                rand_chacha::ChaCha8Rng::seed_from_u64(data::derive_seed(seed, 7, k as u64));
-            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+            Some(1.0 / (fan_in(&dims).max(1) as f32).sqrt())
+        };
+        let values: Vec<f32> = match bound {
+            None => vec![1.0; n],
+            Some(b) if b == 0.0 => vec![0.0; n],
+            Some(b) => {
+                let mut rng =
+                    rand_chacha::ChaCha8Rng::seed_from_u64(data::derive_seed(seed, 7, k as u64));
+                (0..n).map(|_| rng.random_range(-b..b)).collect()
+            }
         };
         var.set(&Tensor::from_vec(values, dims, var.device())?)?;
     }
