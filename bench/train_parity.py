@@ -26,9 +26,11 @@ ap = argparse.ArgumentParser()
 ap.add_argument("steps", type=int, nargs="?", default=16)
 ap.add_argument("--same-init", action="store_true")
 ap.add_argument("--lr", type=float, default=1e-4)
+ap.add_argument("--batch", default=str(C.OUT / "train_batch.json"),
+                help="a manifest of the one batch (default: train_step.py's 8 utterances of ~5 s)")
 args = ap.parse_args()
 tok = C.OUT / "tok256"
-manifest = C.OUT / "train_batch.json"
+manifest = args.batch
 batch = [json.loads(l) for l in open(manifest)]
 # A constant learning rate, as NeMo's side (run_nemo) uses: cosine from lr to min_lr = lr, no warm-up.
 constant = f"""lr = {args.lr}

@@ -399,7 +399,9 @@ pub fn convert_folder(
 }
 
 /// The config and weights (f32, by name) of a model folder.
-pub fn folder_tensors(dir: &Path) -> Result<(ModelConfig, std::collections::HashMap<String, Tensor>)> {
+pub fn folder_tensors(
+    dir: &Path,
+) -> Result<(ModelConfig, std::collections::HashMap<String, Tensor>)> {
     let f = FolderFiles::read(dir)?;
     let tensors = crate::weights::load(&f.weights, &f.weights_name, &Device::Cpu)?;
     Ok((f.config, tensors))

@@ -30,7 +30,10 @@ fn stats(values: &[f64]) -> Stats {
 
 #[test]
 fn initial_weights_have_the_distribution_of_nemos() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/init/nemo_tiny_init.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/init/nemo_tiny_init.json"
+    );
     let fixture: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let seeds = fixture["seeds"].as_u64().unwrap();
@@ -70,7 +73,11 @@ fn initial_weights_have_the_distribution_of_nemos() {
             .collect();
         assert_eq!(shapes[name], shape, "{name}: shape");
         let s = stats(v);
-        assert_eq!(s.count as u64, r["count"].as_u64().unwrap(), "{name}: count");
+        assert_eq!(
+            s.count as u64,
+            r["count"].as_u64().unwrap(),
+            "{name}: count"
+        );
         let (rmin, rmax, rmean, rstd) = (
             r["min"].as_f64().unwrap(),
             r["max"].as_f64().unwrap(),
@@ -79,7 +86,12 @@ fn initial_weights_have_the_distribution_of_nemos() {
         );
         if rmin == rmax {
             // A constant (norm scales and shifts, running statistics, pos_bias_u/v): exactly that constant.
-            assert!(s.min == rmin && s.max == rmax, "{name}: {} .. {} against the constant {rmin}", s.min, s.max);
+            assert!(
+                s.min == rmin && s.max == rmax,
+                "{name}: {} .. {} against the constant {rmin}",
+                s.min,
+                s.max
+            );
             continue;
         }
         // Uniform in ±b on both sides: the same bound (within the sampling error of the extremes), the same
@@ -91,7 +103,11 @@ fn initial_weights_have_the_distribution_of_nemos() {
             (ours_bound / bound - 1.0).abs() < tol,
             "{name}: bound {ours_bound} against NeMo's {bound}"
         );
-        assert!((s.std / rstd - 1.0).abs() < tol, "{name}: std {} against NeMo's {rstd}", s.std);
+        assert!(
+            (s.std / rstd - 1.0).abs() < tol,
+            "{name}: std {} against NeMo's {rstd}",
+            s.std
+        );
         // Two sample means of the same distribution: within 5 standard errors of their difference.
         assert!(
             (s.mean - rmean).abs() < 5.0 * rstd * (2.0 / s.count as f64).sqrt(),

@@ -110,6 +110,17 @@ pub struct LoaderSpec {
     pub start: u64,
     /// Micro-batches to produce.
     pub count: u64,
+    /// The length curriculum.
+    pub short_first: ShortFirst,
+}
+
+/// A length curriculum: the first `batches` micro-batches come only from the utterances of at most
+/// `max_duration` seconds (at most `utterances` of them, a seeded choice, when not 0), without mixing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShortFirst {
+    pub batches: u64,
+    pub max_duration: f64,
+    pub utterances: usize,
 }
 
 type AudioCache = Arc<Mutex<HashMap<PathBuf, Arc<Vec<f32>>>>>;
@@ -132,49 +143,94 @@ fn read_cached(cache: &AudioCache, path: &PathBuf, sr: u32, origin: &str) -> Res
     Ok(audio)
 }
 
+/// The endless sequence of micro-batches of a run: (utterance indices, whether on-the-fly mixing may replace
+/// it). With a curriculum, its micro-batches come first (epochs of its utterances alone, no mixing); then
+/// epochs of all utterances from epoch 0. Every micro-batch is determined by its position, so a resumed run
+/// skips to exactly where it stopped.
+pub fn batch_plan<'a>(
+    utts: &'a [Utterance],
+    max_duration: f64,
+    buckets: usize,
+    seed: u64,
+    short_first: ShortFirst,
+) -> impl Iterator<Item = (Vec<usize>, bool)> + 'a {
+    let count = short_first.batches;
+    let mut short: Vec<usize> = (0..utts.len())
+        .filter(|&i| utts[i].duration <= short_first.max_duration)
+        .collect();
+    if short_first.utterances > 0 && short.len() > short_first.utterances {
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, 8, 0));
+        short.shuffle(&mut rng);
+        short.truncate(short_first.utterances);
+        short.sort();
+    }
+    let curriculum: Box<dyn Iterator<Item = (Vec<usize>, bool)>> = if count == 0 || short.is_empty()
+    {
+        Box::new(std::iter::empty())
+    } else {
+        let pool: Vec<Utterance> = short.iter().map(|&i| utts[i].clone()).collect();
+        Box::new(
+            (0u64..)
+                .flat_map(move |epoch| {
+                    let batches = epoch_batches(&pool, max_duration, buckets, seed, epoch);
+                    let ids = short.clone();
+                    batches
+                        .into_iter()
+                        .map(move |b| (b.into_iter().map(|i| ids[i]).collect(), false))
+                })
+                .take(count as usize),
+        )
+    };
+    let full = (0u64..).flat_map(move |epoch| {
+        epoch_batches(utts, max_duration, buckets, seed, epoch)
+            .into_iter()
+            .map(|b| (b, true))
+    });
+    curriculum.chain(full)
+}
+
 /// Starts the background thread; batches arrive in order on the returned channel (an error ends the stream).
 pub fn start(spec: LoaderSpec) -> Receiver<Result<Prepared>> {
     let (tx, rx) = sync_channel(3);
     std::thread::spawn(move || {
         let cache: AudioCache = Arc::new(Mutex::new(HashMap::new()));
-        let mut epoch = 0u64;
-        let mut index = 0u64;
         let end = spec.start + spec.count;
-        'outer: loop {
-            let batches = epoch_batches(
-                &spec.utts,
-                spec.max_duration,
-                spec.buckets,
-                spec.seed,
-                epoch,
-            );
-            for b in batches {
-                if index >= end {
-                    break 'outer;
-                }
-                if index >= spec.start {
-                    let prepared = prepare(&spec, &cache, &b, index);
-                    let failed = prepared.is_err();
-                    if tx.send(prepared).is_err() || failed {
-                        return;
-                    }
-                }
-                index += 1;
+        let plan = batch_plan(
+            &spec.utts,
+            spec.max_duration,
+            spec.buckets,
+            spec.seed,
+            spec.short_first,
+        );
+        for (index, (batch, mix)) in (0..end).zip(plan) {
+            if index < spec.start {
+                continue;
             }
-            epoch += 1;
+            let prepared = prepare(&spec, &cache, &batch, index, mix);
+            let failed = prepared.is_err();
+            if tx.send(prepared).is_err() || failed {
+                return;
+            }
         }
     });
     rx
 }
 
-fn prepare(spec: &LoaderSpec, cache: &AudioCache, batch: &[usize], index: u64) -> Result<Prepared> {
+/// Reads (or mixes, when `mix` allows and the draw says so) the audio of a micro-batch and computes its features.
+fn prepare(
+    spec: &LoaderSpec,
+    cache: &AudioCache,
+    batch: &[usize],
+    index: u64,
+    mix: bool,
+) -> Result<Prepared> {
     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(spec.seed, 2, index));
     let mut audios: Vec<Arc<Vec<f32>>> = Vec::new();
     let mut targets: Vec<Vec<u32>> = Vec::new();
     let mixing = spec
         .mixer
         .as_ref()
-        .filter(|m| m.probability > 0.0 && rng.random::<f64>() < m.probability);
+        .filter(|m| mix && m.probability > 0.0 && rng.random::<f64>() < m.probability);
     if let Some(mixer) = mixing {
         for k in 0..mixer.per_batch.max(1) {
             let cfg = PlanConfig {
@@ -244,6 +300,79 @@ mod tests {
                 origin: String::new(),
             })
             .collect()
+    }
+
+    fn curriculum(batches: u64, max_duration: f64, utterances: usize) -> ShortFirst {
+        ShortFirst {
+            batches,
+            max_duration,
+            utterances,
+        }
+    }
+
+    #[test]
+    fn a_curriculum_subset_is_a_fixed_seeded_choice() {
+        let durations: Vec<f64> = (0..120)
+            .map(|i| 0.5 + (i * 53 % 100) as f64 / 10.0)
+            .collect();
+        let u = utts(&durations);
+        let plan: Vec<(Vec<usize>, bool)> = batch_plan(&u, 20.0, 4, 3, curriculum(30, 3.0, 5))
+            .take(30)
+            .collect();
+        let mut seen: Vec<usize> = plan.iter().flat_map(|(b, _)| b.clone()).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 5, "{seen:?}");
+        assert!(seen.iter().all(|&i| durations[i] <= 3.0));
+    }
+
+    #[test]
+    fn the_length_curriculum_comes_first_then_whole_epochs() {
+        let durations: Vec<f64> = (0..120)
+            .map(|i| 0.5 + (i * 53 % 100) as f64 / 10.0)
+            .collect();
+        let u = utts(&durations);
+        let plan: Vec<(Vec<usize>, bool)> = batch_plan(&u, 20.0, 4, 3, curriculum(7, 3.0, 0))
+            .take(60)
+            .collect();
+        for (b, mix) in &plan[..7] {
+            assert!(!mix, "no mixing in the curriculum");
+            assert!(b.iter().all(|&i| durations[i] <= 3.0), "{b:?}");
+        }
+        // More curriculum batches than one epoch of the short utterances: the short ones come round again.
+        let short_epoch = epoch_batches(
+            &utts(
+                &durations
+                    .iter()
+                    .cloned()
+                    .filter(|&d| d <= 3.0)
+                    .collect::<Vec<_>>(),
+            ),
+            20.0,
+            4,
+            3,
+            0,
+        )
+        .len();
+        assert!(short_epoch < 7, "{short_epoch}");
+        // Then epoch 0 of all utterances, exactly as without a curriculum.
+        let full = epoch_batches(&u, 20.0, 4, 3, 0);
+        let after: Vec<Vec<usize>> = plan[7..7 + full.len()]
+            .iter()
+            .map(|(b, _)| b.clone())
+            .collect();
+        assert_eq!(after, full);
+        assert!(plan[7..].iter().all(|(_, mix)| *mix));
+        let plain: Vec<(Vec<usize>, bool)> = batch_plan(&u, 20.0, 4, 3, curriculum(0, 3.0, 0))
+            .take(full.len())
+            .collect();
+        assert_eq!(plain.into_iter().map(|(b, _)| b).collect::<Vec<_>>(), full);
+        // Seeded: a resumed run that skips k micro-batches sees the same ones.
+        let again: Vec<(Vec<usize>, bool)> = batch_plan(&u, 20.0, 4, 3, curriculum(7, 3.0, 0))
+            .skip(5)
+            .take(55)
+            .collect();
+        assert_eq!(again, plan[5..]);
     }
 
     #[test]

@@ -117,6 +117,20 @@ pub struct BatchConfig {
     /// Batches whose gradients are summed per update.
     #[serde(default = "d_one")]
     pub accumulate: usize,
+    /// A length curriculum (as SortaGrad): the first `short_first_steps` updates see only utterances of at
+    /// most `short_first_max_duration` seconds, and no on-the-fly mixes; 0 turns it off.
+    #[serde(default)]
+    pub short_first_steps: u64,
+    #[serde(default = "d_short")]
+    pub short_first_max_duration: f64,
+    /// The curriculum draws from at most this many of those utterances (a seeded choice; 0: all of them), to
+    /// start on a small set seen many times.
+    #[serde(default)]
+    pub short_first_utterances: usize,
+}
+
+fn d_short() -> f64 {
+    3.0
 }
 
 impl Default for BatchConfig {
@@ -125,6 +139,9 @@ impl Default for BatchConfig {
             max_duration: d_max_duration(),
             buckets: d_buckets(),
             accumulate: 1,
+            short_first_steps: 0,
+            short_first_max_duration: d_short(),
+            short_first_utterances: 0,
         }
     }
 }
@@ -433,7 +450,11 @@ fn prune(out: &Path, keep_best: usize, average: usize) -> Result<()> {
 
 /// Builds the model config of a run: the preset or explicit encoder, else the config of the `init_from` model
 /// (`init`), else the `tiny` preset.
-fn model_config(cfg: &TrainConfig, vocab: usize, init: Option<&ModelConfig>) -> Result<ModelConfig> {
+fn model_config(
+    cfg: &TrainConfig,
+    vocab: usize,
+    init: Option<&ModelConfig>,
+) -> Result<ModelConfig> {
     let mut mc = match (init, cfg.model.as_deref(), &cfg.encoder) {
         (Some(init), None, None) => {
             let mut mc = init.clone();
@@ -530,8 +551,7 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
     // re-drawn here from the run's seed with the same distribution family (uniform ±1/sqrt(fan_in)).
     init_weights(&vars, cfg.seed)?;
     if let (Some((_, tensors)), Some(path)) = (&init, &cfg.init_from) {
-        set_weights(&vars, tensors)
-            .with_context(|| format!("init_from {}", path.display()))?;
+        set_weights(&vars, tensors).with_context(|| format!("init_from {}", path.display()))?;
     }
     let trainable: Vec<(String, Var)> = {
         let data = vars.data().lock().unwrap_or_else(|p| p.into_inner());
@@ -600,6 +620,16 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
         Some(c) => Some(load_mixer(c, model.sample_rate(), cfg.batch.max_duration)?),
         None => None,
     };
+    if cfg.batch.short_first_steps > 0
+        && !train
+            .iter()
+            .any(|u| u.duration <= cfg.batch.short_first_max_duration)
+    {
+        bail!(
+            "batch.short_first_steps: no training utterance is {} s or shorter (batch.short_first_max_duration)",
+            cfg.batch.short_first_max_duration
+        );
+    }
     let rx = data::start(data::LoaderSpec {
         utts: Arc::new(train),
         tokenizer: Arc::new(tokenizer.clone()),
@@ -618,6 +648,11 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
         sample_rate: model.sample_rate(),
         start: start_step * accumulate,
         count: (cfg.max_steps - start_step) * accumulate,
+        short_first: data::ShortFirst {
+            batches: cfg.batch.short_first_steps * accumulate,
+            max_duration: cfg.batch.short_first_max_duration,
+            utterances: cfg.batch.short_first_utterances,
+        },
     });
 
     let bar = indicatif::ProgressBar::with_draw_target(
@@ -884,7 +919,7 @@ pub fn init_weights(vars: &VarMap, seed: u64) -> Result<()> {
         };
         let values: Vec<f32> = match bound {
             None => vec![1.0; n],
-            Some(b) if b == 0.0 => vec![0.0; n],
+            Some(0.0) => vec![0.0; n],
             Some(b) => {
                 let mut rng =
                     rand_chacha::ChaCha8Rng::seed_from_u64(data::derive_seed(seed, 7, k as u64));
