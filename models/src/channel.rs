@@ -380,12 +380,26 @@ mod tests {
                     Combine::Mul => x.broadcast_mul(&vb).unwrap(),
                 };
                 assert!(max_diff(&ours, &theirs) < 1e-6);
-                let g1 = (&ours * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-                let g2 = (&theirs * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+                let g1 = (&ours * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let g2 = (&theirs * &weights)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
                 for var in [x.as_tensor(), v.as_tensor()] {
                     let (a, b) = (g1.get(var).unwrap(), g2.get(var).unwrap());
                     assert_eq!(a.dims(), b.dims());
-                    assert!(max_diff(a, b) < 1e-4, "{shape:?} dim {dim}: {}", max_diff(a, b));
+                    assert!(
+                        max_diff(a, b) < 1e-4,
+                        "{shape:?} dim {dim}: {}",
+                        max_diff(a, b)
+                    );
                 }
             }
             let x = Var::from_tensor(&randn(&shape, 3)).unwrap();
@@ -399,7 +413,11 @@ mod tests {
             assert!(max_diff(&s, &expected) < 1e-4);
             let w = randn(&[c], 4);
             let g = (&s * &w).unwrap().sum_all().unwrap().backward().unwrap();
-            let expected = w.reshape(vshape.clone()).unwrap().broadcast_as(shape.as_slice()).unwrap();
+            let expected = w
+                .reshape(vshape.clone())
+                .unwrap()
+                .broadcast_as(shape.as_slice())
+                .unwrap();
             assert!(max_diff(g.get(&x).unwrap(), &expected) < 1e-6);
         }
     }
@@ -419,8 +437,18 @@ mod tests {
         assert_eq!(y1.dims(), &[2, 5, 3]);
         assert!(max_diff(&y1, &y2) < 1e-5);
         let weights = randn(&[2, 5, 3], 4);
-        let g1 = (&y1 * &weights).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = (&y2 * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let g1 = (&y1 * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (&y2 * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         for var in [x.as_tensor(), w.as_tensor(), b.as_tensor()] {
             assert!(max_diff(g1.get(var).unwrap(), g2.get(var).unwrap()) < 1e-4);
         }

@@ -391,7 +391,7 @@ impl RelPositionMultiHeadAttention {
             .reshape((1, 2 * t - 1, h, dk))?
             .transpose(1, 2)?
             .contiguous()?; // [1, h, 2T-1, dk]
-        // q + pos_bias as one [B·T, d] + [d] channel bias (a fast gradient for the biases).
+                            // q + pos_bias as one [B·T, d] + [d] channel bias (a fast gradient for the biases).
         let with_bias = |bias: &Tensor| -> Result<Tensor> {
             add_channel_bias(&q.reshape((b * t, d))?, &bias.reshape(d)?, 1)?
                 .reshape((b, t, h, dk))?
@@ -494,7 +494,9 @@ impl ConvModule {
         let d = y.dim(2)? / 2;
         let y = (y.narrow(2, 0, d)? * candle_nn::ops::sigmoid(&y.narrow(2, d, d)?)?)?;
         let y = y.broadcast_mul(&valid.unsqueeze(2)?)?;
-        let y = self.depthwise_conv.forward(&y.transpose(1, 2)?.contiguous()?)?; // [B, d, T]
+        let y = self
+            .depthwise_conv
+            .forward(&y.transpose(1, 2)?.contiguous()?)?; // [B, d, T]
         let y = match &self.norm {
             ConvNormLayer::Batch(bn) => bn.forward(&y, train)?,
             ConvNormLayer::Layer(ln) => ln
@@ -602,7 +604,12 @@ impl ConformerEncoder {
             .map(|i| ConformerLayer::new(cfg, vb.pp("layers").pp(i), shared.clone()))
             .collect::<Result<Vec<_>>>()?;
         let out_proj = if cfg.feat_out > 0 && cfg.feat_out as usize != cfg.d_model {
-            Some(Linear::new(cfg.d_model, cfg.feat_out as usize, true, vb.pp("out_proj"))?)
+            Some(Linear::new(
+                cfg.d_model,
+                cfg.feat_out as usize,
+                true,
+                vb.pp("out_proj"),
+            )?)
         } else {
             None
         };

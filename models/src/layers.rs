@@ -30,7 +30,11 @@ impl LayerNorm {
             let centred = x.broadcast_sub(&mean)?;
             let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
             let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-            add_channel_bias(&mul_channel_scale(&normed, &self.weight, last)?, &self.bias, last)
+            add_channel_bias(
+                &mul_channel_scale(&normed, &self.weight, last)?,
+                &self.bias,
+                last,
+            )
         } else {
             candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
         }
