@@ -134,8 +134,8 @@ pub fn conv2d(
         if cin_g != c {
             candle_core::bail!("conv2d: weight expects {cin_g} input channels, input has {c}");
         }
+        // One 2-D matmul over all positions of the batch, so the weight's gradient is one matmul too.
         let wt = weight.reshape((cout, c * k * k))?.t()?; // [C·k·k, Cout]
-                                                          // One 2-D matmul over all positions of the batch, so the weight's gradient is one matmul too.
         cols.reshape((b * p, c * k * k))?
             .matmul(&wt)?
             .reshape((b, p, cout))?
