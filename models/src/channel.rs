@@ -22,14 +22,15 @@ fn split(shape: &Shape, dim: usize) -> Result<(usize, usize, usize)> {
     ))
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+/// The f32 values of a contiguous CPU tensor (custom ops' inputs); `what` names it in errors.
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("{op}: only f32 tensors"),
+        _ => candle_core::bail!("{what}: only f32 tensors"),
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{op}: the input must be contiguous"),
+        None => candle_core::bail!("{what}: the input must be contiguous"),
     }
 }
 
@@ -109,7 +110,7 @@ impl CustomOp1 for ChannelSum {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (pre, c, post) = split(l.shape(), self.dim)?;
-        let x = slice(s, l, self.name())?;
+        let x = f32_slice(s, l, self.name())?;
         Ok((
             CpuStorage::F32(channel_reduce(x, None, pre, c, post)),
             Shape::from(c),
@@ -148,8 +149,8 @@ impl CustomOp2 for ChannelDot {
             candle_core::bail!("channel-dot: shapes {:?} and {:?}", l1.shape(), l2.shape());
         }
         let (pre, c, post) = split(l1.shape(), self.dim)?;
-        let a = slice(s1, l1, self.name())?;
-        let b = slice(s2, l2, self.name())?;
+        let a = f32_slice(s1, l1, self.name())?;
+        let b = f32_slice(s2, l2, self.name())?;
         Ok((
             CpuStorage::F32(channel_reduce(a, Some(b), pre, c, post)),
             Shape::from(c),
@@ -194,8 +195,8 @@ impl CustomOp2 for ChannelOp {
                 l2.shape()
             );
         }
-        let x = slice(s1, l1, self.name())?;
-        let v = slice(s2, l2, self.name())?;
+        let x = f32_slice(s1, l1, self.name())?;
+        let v = f32_slice(s2, l2, self.name())?;
         let out = match self.combine {
             Combine::Add => channel_apply(x, v, post, |a, b| a + b),
             Combine::Mul => channel_apply(x, v, post, |a, b| a * b),

@@ -6,19 +6,10 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::channel::f32_slice;
+
 struct DepthwiseConv1d {
     padding: usize,
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("depthwise conv1d: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("depthwise conv1d: {what} must be contiguous"),
-    }
 }
 
 /// y[b, c, t] = Σ_k w[c, k] · x[b, c, t + k − pad] (zero outside).
@@ -61,8 +52,8 @@ impl CustomOp2 for DepthwiseConv1d {
                 l1.shape()
             );
         }
-        let x = contiguous(s1, l1, "input")?;
-        let w = contiguous(s2, l2, "weight")?;
+        let x = f32_slice(s1, l1, "depthwise conv1d input")?;
+        let w = f32_slice(s2, l2, "depthwise conv1d weight")?;
         let y = forward(x, w, b, c, t, k, self.padding);
         Ok((CpuStorage::F32(y), Shape::from((b, c, t))))
     }
