@@ -1,6 +1,7 @@
 //! Inference speed of a model on WAV files, for bench/rtfx.py.
 //!
-//! Usage: `rtfx_bench MODEL REPS WAV...` (MODEL: a `.nemo` checkpoint or a model folder).
+//! Usage: `rtfx_bench [--candle] MODEL REPS WAV...` (MODEL: a `.nemo` checkpoint or a model folder; `--candle`:
+//! run the candle modules instead of the fused CPU inference path, for comparison).
 //!
 //! Loads the model (`mezcla_asr::nemo::load_model`, as `mezcla transcribe` does) and reads every WAV into memory
 //! (both untimed), transcribes the first file once as a warm-up, then REPS times transcribes every file in turn
@@ -16,12 +17,19 @@ use mezcla_asr::model::DecodeOptions;
 use mezcla_datagen::audio::read_wav_at;
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let candle = args.first().is_some_and(|a| a == "--candle");
+    if candle {
+        args.remove(0);
+    }
     if args.len() < 3 {
-        bail!("usage: rtfx_bench MODEL REPS WAV...");
+        bail!("usage: rtfx_bench [--candle] MODEL REPS WAV...");
     }
     let started = Instant::now();
-    let model = mezcla_asr::nemo::load_model(Path::new(&args[0]), None, false)?;
+    let mut model = mezcla_asr::nemo::load_model(Path::new(&args[0]), None, false)?;
+    if candle {
+        model = model.without_cpu_inference();
+    }
     let load_seconds = started.elapsed().as_secs_f64();
     let reps: usize = args[1].parse()?;
     let sr = model.sample_rate();

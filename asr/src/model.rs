@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use mezcla_models::conformer::{ConformerConfig, ConformerEncoder};
+use mezcla_models::cpu_inference::CpuConformerCtc;
 use mezcla_models::ctc::CtcHead;
 use mezcla_models::frontend::{FrontendOptions, MelFrontend, PadTo, PreprocessorConfig};
 use mezcla_tokenizer::ConcatTokenizer;
@@ -100,6 +101,8 @@ pub struct AsrModel {
     pub head: CtcHead,
     pub tokenizer: ConcatTokenizer,
     pub device: Device,
+    /// The fused CPU inference path over the same weights (models loaded for inference; not while training).
+    cpu: Option<CpuConformerCtc>,
 }
 
 /// How to decode.
@@ -163,7 +166,27 @@ impl AsrModel {
             head,
             tokenizer,
             device: device.clone(),
+            cpu: None,
         })
+    }
+
+    /// Packs the weights under `vb` (the same as the modules') for the fused CPU inference path, which
+    /// [`Self::log_probs`] then uses. Only for fixed weights: a model being trained keeps the candle path.
+    pub fn with_cpu_inference(mut self, vb: &VarBuilder) -> Result<Self> {
+        if self.device.is_cpu() {
+            self.cpu = Some(CpuConformerCtc::new(
+                &self.config.encoder,
+                self.config.vocab_size,
+                vb,
+            )?);
+        }
+        Ok(self)
+    }
+
+    /// Drops the fused CPU path: inference then runs through the candle modules (for comparisons).
+    pub fn without_cpu_inference(mut self) -> Self {
+        self.cpu = None;
+        self
     }
 
     /// Loads a model folder: `config.json`, `model.safetensors` (f32, f16, bf16 or int8 with row scales) and
@@ -184,7 +207,7 @@ impl AsrModel {
         let device = Device::Cpu;
         let tensors = crate::weights::load(weights, name, &device)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        Self::build(config, tokenizer, vb, &device)
+        Self::build(config, tokenizer, vb.clone(), &device)?.with_cpu_inference(&vb)
     }
 
     /// Seconds of audio per encoder output frame.
@@ -200,6 +223,23 @@ impl AsrModel {
 
     /// Log-probabilities [B, T', V+1] and valid frames for a batch of audio at the model's sample rate.
     pub fn log_probs(&self, audios: &[&[f32]]) -> Result<(Tensor, Vec<usize>)> {
+        if let Some(cpu) = &self.cpu {
+            // One utterance at a time at its own length, each product on all threads.
+            let mut outs = Vec::with_capacity(audios.len());
+            for audio in audios {
+                let f = self.frontend.compute(audio)?;
+                outs.push(cpu.log_probs(&f.data, f.n_frames, f.length)?);
+            }
+            let classes = cpu.classes();
+            let frames = outs.iter().map(|(_, t)| *t).max().unwrap_or(0);
+            let mut data = vec![0f32; audios.len() * frames * classes];
+            for (i, (lp, t)) in outs.iter().enumerate() {
+                data[i * frames * classes..][..t * classes].copy_from_slice(lp);
+            }
+            let lengths = outs.iter().map(|(_, t)| *t).collect();
+            let lp = Tensor::from_vec(data, (audios.len(), frames, classes), &self.device)?;
+            return Ok((lp, lengths));
+        }
         let batch = self.frontend.batch(audios, &self.device)?;
         let (encoded, lengths) = self
             .encoder

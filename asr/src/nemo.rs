@@ -124,13 +124,15 @@ pub fn load_nemo(path: &Path, opts: &NemoOptions) -> Result<AsrModel> {
     let ckpt = read_nemo(path, opts)?;
     let device = Device::Cpu;
     let vb = VarBuilder::from_tensors(ckpt.tensors, DType::F32, &device);
-    AsrModel::build(ckpt.config, ckpt.tokenizer, vb, &device).map_err(|e| {
-        anyhow!(
-            "{}: {WEIGHTS_MEMBER} does not fit {CONFIG_MEMBER}: {}",
-            path.display(),
-            one_line(&e)
-        )
-    })
+    AsrModel::build(ckpt.config, ckpt.tokenizer, vb.clone(), &device)
+        .and_then(|m| m.with_cpu_inference(&vb))
+        .map_err(|e| {
+            anyhow!(
+                "{}: {WEIGHTS_MEMBER} does not fit {CONFIG_MEMBER}: {}",
+                path.display(),
+                one_line(&e)
+            )
+        })
 }
 
 /// Converts a `.nemo` file into a mezcla model folder (config.json, model.safetensors, tokenizer/, and the

@@ -1,5 +1,5 @@
-//! Numeric kernels with their gradients: CTC and RNN-T losses as candle custom ops (CPU now, CUDA
-//! behind the same entry points with the GPU issue).
+//! Numeric kernels: CTC and RNN-T losses with their gradients as candle custom ops (CPU now, CUDA
+//! behind the same entry points with the GPU issue), and the f32 GEMM of the CPU inference path.
 //!
 //! The training loop calls [`ctc_loss`] / [`rnnt_loss`] (differentiable: `loss.backward()` flows
 //! into the logits) or [`ctc_loss_and_grad`] / [`rnnt_loss_and_grad`] (loss and gradient at once,
@@ -14,6 +14,7 @@ mod error;
 mod options;
 mod reduce;
 mod rnnt;
+pub mod sgemm;
 
 pub use backend::Backend;
 pub use ctc::{ctc_loss, ctc_loss_and_grad};

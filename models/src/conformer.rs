@@ -133,7 +133,7 @@ impl ConformerConfig {
 
     /// Checks the combinations the encoder supports, naming the offending key.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.d_model == 0 || self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+        if self.d_model == 0 || self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             return Err(format!(
                 "encoder.d_model ({}) must be a positive multiple of encoder.n_heads ({})",
                 self.d_model, self.n_heads
@@ -145,7 +145,7 @@ impl ConformerConfig {
                 self.subsampling_factor
             ));
         }
-        if self.conv_kernel_size % 2 == 0 {
+        if self.conv_kernel_size.is_multiple_of(2) {
             return Err(format!(
                 "encoder.conv_kernel_size must be odd, got {}",
                 self.conv_kernel_size

@@ -3,8 +3,10 @@
 pub mod channel;
 pub mod conformer;
 pub mod conv2d;
+pub mod cpu_inference;
 pub mod ctc;
 pub mod depthwise;
 pub mod frontend;
 pub mod layers;
 pub mod specaug;
+pub mod vector_math;

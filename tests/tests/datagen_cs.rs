@@ -258,7 +258,7 @@ fn shards_add_up_to_the_whole_job() {
             .trim_end_matches(".wav")
             .parse()
             .unwrap();
-        uid % 3 == 0
+        uid.is_multiple_of(3)
     }));
     cs(
         dir.path(),

@@ -1,0 +1,676 @@
+//! The Conformer-CTC forward pass for CPU inference, without candle: weights packed once for
+//! `mezcla_kernels::sgemm`, activations channels-last, batch norm folded into the depthwise convolution, the
+//! ½ feed-forward factor and xscaling folded into weights, residuals accumulated by the products themselves.
+//! One utterance at a time at its own length: NeMo's masked batch gives the same valid frames.
+
+use candle_core::{DType, Result};
+use candle_nn::VarBuilder;
+use mezcla_kernels::sgemm::{gemm, PackedB};
+use rayon::prelude::*;
+
+use crate::conformer::{ConformerConfig, ConvNorm, Subsampling};
+use crate::vector_math as vm;
+
+/// Element-wise work is split into chunks of this many values across rayon's threads.
+const CHUNK: usize = 8192;
+
+fn tensor(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>> {
+    vb.get(shape.to_vec(), name)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()
+}
+
+/// A linear layer `name` (weight [cout, cin], PyTorch's layout; a kernel-1 conv's [cout, cin, 1] too), with
+/// its weight and bias multiplied by `scale`.
+fn linear(
+    vb: &VarBuilder,
+    cin: usize,
+    cout: usize,
+    bias: bool,
+    kernel_dim: bool,
+    scale: f32,
+) -> Result<PackedB> {
+    let shape: Vec<usize> = if kernel_dim {
+        vec![cout, cin, 1]
+    } else {
+        vec![cout, cin]
+    };
+    let w: Vec<f32> = tensor(vb, &shape, "weight")?
+        .into_iter()
+        .map(|v| v * scale)
+        .collect();
+    let packed = PackedB::from_transposed(&w, cout, cin, cin);
+    Ok(if bias {
+        let b: Vec<f32> = tensor(vb, &[cout], "bias")?
+            .into_iter()
+            .map(|v| v * scale)
+            .collect();
+        packed.with_bias(&b)
+    } else {
+        packed
+    })
+}
+
+struct Norm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Norm {
+    fn new(vb: &VarBuilder, d: usize) -> Result<Self> {
+        Ok(Self {
+            weight: tensor(vb, &[d], "weight")?,
+            bias: tensor(vb, &[d], "bias")?,
+        })
+    }
+
+    /// LayerNorm (eps 1e-5) of each row of `x` [rows, d] into `out`.
+    fn apply(&self, x: &[f32], out: &mut [f32]) {
+        let d = self.weight.len();
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .with_min_len(16)
+            .for_each(|(o, r)| vm::layer_norm(r, &self.weight, &self.bias, o));
+    }
+
+    fn apply_in_place(&self, x: &mut [f32]) {
+        let d = self.weight.len();
+        x.par_chunks_mut(d)
+            .with_min_len(16)
+            .for_each(|r| vm::layer_norm_in_place(r, &self.weight, &self.bias));
+    }
+}
+
+fn swish_in_place(x: &mut [f32]) {
+    x.par_chunks_mut(CHUNK).for_each(vm::swish);
+}
+
+fn relu_in_place(x: &mut [f32]) {
+    x.par_chunks_mut(CHUNK).for_each(|c| {
+        for v in c {
+            *v = v.max(0.0);
+        }
+    });
+}
+
+struct FeedForward {
+    norm: Norm,
+    linear1: PackedB,
+    /// With the ½ residual factor folded in.
+    linear2: PackedB,
+}
+
+impl FeedForward {
+    fn new(vb: &VarBuilder, norm: &str, ff: &str, d: usize, inner: usize) -> Result<Self> {
+        Ok(Self {
+            norm: Norm::new(&vb.pp(norm), d)?,
+            linear1: linear(&vb.pp(ff).pp("linear1"), d, inner, true, false, 1.0)?,
+            linear2: linear(&vb.pp(ff).pp("linear2"), inner, d, true, false, 0.5)?,
+        })
+    }
+
+    /// x += ½ FF(LN(x)).
+    fn residual(&self, x: &mut [f32], t: usize, s: &mut Scratch) {
+        let (d, inner) = (self.linear1.k(), self.linear1.n());
+        s.normed.resize(t * d, 0.0);
+        self.norm.apply(x, &mut s.normed);
+        s.wide.resize(t * inner, 0.0);
+        gemm(
+            &s.normed,
+            d,
+            t,
+            &self.linear1,
+            &mut s.wide,
+            inner,
+            false,
+            true,
+        );
+        swish_in_place(&mut s.wide);
+        gemm(&s.wide, inner, t, &self.linear2, x, d, true, true);
+    }
+}
+
+struct Attention {
+    norm: Norm,
+    /// q, k and v in one product: d → 3d.
+    qkv: PackedB,
+    pos: PackedB,
+    out: PackedB,
+    /// [heads · dk] each.
+    bias_u: Vec<f32>,
+    bias_v: Vec<f32>,
+    heads: usize,
+}
+
+/// One attention head's buffers.
+#[derive(Default)]
+struct HeadScratch {
+    q_u: Vec<f32>,
+    q_v: Vec<f32>,
+    keys: PackedB,
+    positions: PackedB,
+    values: PackedB,
+    scores: Vec<f32>,
+    bd: Vec<f32>,
+    context: Vec<f32>,
+}
+
+impl Attention {
+    /// `tied`: where the shared pos_bias_u / pos_bias_v are, when `untie_biases` is false.
+    fn new(vb: &VarBuilder, cfg: &ConformerConfig, tied: &VarBuilder) -> Result<Self> {
+        let d = cfg.d_model;
+        let h = cfg.n_heads;
+        let att = vb.pp("self_attn");
+        let mut w = Vec::with_capacity(3 * d * d);
+        let mut b = Vec::with_capacity(3 * d);
+        for name in ["linear_q", "linear_k", "linear_v"] {
+            w.extend(tensor(&att.pp(name), &[d, d], "weight")?);
+            b.extend(tensor(&att.pp(name), &[d], "bias")?);
+        }
+        let biases = if cfg.untie_biases { &att } else { tied };
+        Ok(Self {
+            norm: Norm::new(&vb.pp("norm_self_att"), d)?,
+            qkv: PackedB::from_transposed(&w, 3 * d, d, d).with_bias(&b),
+            pos: linear(&att.pp("linear_pos"), d, d, false, false, 1.0)?,
+            out: linear(&att.pp("linear_out"), d, d, true, false, 1.0)?,
+            bias_u: tensor(biases, &[h, d / h], "pos_bias_u")?,
+            bias_v: tensor(biases, &[h, d / h], "pos_bias_v")?,
+            heads: h,
+        })
+    }
+
+    /// x += MHSA(LN(x)) with relative positions `pos` [2T-1, d].
+    fn residual(&self, x: &mut [f32], t: usize, pos: &[f32], s: &mut Scratch) {
+        let d = self.qkv.k();
+        let (h, dk) = (self.heads, d / self.heads);
+        s.normed.resize(t * d, 0.0);
+        self.norm.apply(x, &mut s.normed);
+        s.wide.resize(t * 3 * d, 0.0);
+        gemm(&s.normed, d, t, &self.qkv, &mut s.wide, 3 * d, false, true);
+        let np = 2 * t - 1;
+        s.pos.resize(np * d, 0.0);
+        gemm(pos, d, np, &self.pos, &mut s.pos, d, false, true);
+        let qkv = &s.wide;
+        let p = &s.pos;
+        let scale = 1.0 / (dk as f32).sqrt();
+        s.heads.resize_with(h, HeadScratch::default);
+        s.heads.par_iter_mut().enumerate().for_each(|(head, hs)| {
+            let col = head * dk;
+            hs.q_u.resize(t * dk, 0.0);
+            hs.q_v.resize(t * dk, 0.0);
+            let (u, v) = (&self.bias_u[col..col + dk], &self.bias_v[col..col + dk]);
+            for i in 0..t {
+                let q = &qkv[i * 3 * d + col..][..dk];
+                for (((qu, qv), &x), (&bu, &bv)) in hs.q_u[i * dk..(i + 1) * dk]
+                    .iter_mut()
+                    .zip(&mut hs.q_v[i * dk..(i + 1) * dk])
+                    .zip(q)
+                    .zip(u.iter().zip(v))
+                {
+                    *qu = x + bu;
+                    *qv = x + bv;
+                }
+            }
+            hs.keys.fill_transposed(&qkv[d + col..], t, dk, 3 * d);
+            hs.positions.fill_transposed(&p[col..], np, dk, d);
+            hs.values.fill_rows(&qkv[2 * d + col..], t, dk, 3 * d);
+            hs.scores.resize(t * t, 0.0);
+            hs.bd.resize(t * np, 0.0);
+            gemm(&hs.q_u, dk, t, &hs.keys, &mut hs.scores, t, false, false);
+            gemm(&hs.q_v, dk, t, &hs.positions, &mut hs.bd, np, false, false);
+            for i in 0..t {
+                // Transformer-XL's shift: query i against key j uses relative position row T-1-i+j.
+                let bd = &hs.bd[i * np + (t - 1 - i)..][..t];
+                vm::softmax_of_sum(&mut hs.scores[i * t..(i + 1) * t], bd, scale);
+            }
+            hs.context.resize(t * dk, 0.0);
+            gemm(
+                &hs.scores,
+                t,
+                t,
+                &hs.values,
+                &mut hs.context,
+                dk,
+                false,
+                false,
+            );
+        });
+        s.normed.resize(t * d, 0.0);
+        for (head, hs) in s.heads.iter().enumerate() {
+            for i in 0..t {
+                s.normed[i * d + head * dk..][..dk].copy_from_slice(&hs.context[i * dk..][..dk]);
+            }
+        }
+        gemm(&s.normed, d, t, &self.out, x, d, true, true);
+    }
+}
+
+enum ConvNormW {
+    /// Folded into the depthwise weights.
+    Batch,
+    Layer(Norm),
+}
+
+struct ConvModule {
+    norm: Norm,
+    pointwise1: PackedB,
+    /// [k, d]: tap-major, so that a tap is one pass over the channels.
+    depthwise: Vec<f32>,
+    depthwise_bias: Vec<f32>,
+    kernel: usize,
+    conv_norm: ConvNormW,
+    pointwise2: PackedB,
+}
+
+impl ConvModule {
+    fn new(vb: &VarBuilder, cfg: &ConformerConfig) -> Result<Self> {
+        let d = cfg.d_model;
+        let k = cfg.conv_kernel_size;
+        let conv = vb.pp("conv");
+        let w = tensor(&conv.pp("depthwise_conv"), &[d, 1, k], "weight")?;
+        let b = tensor(&conv.pp("depthwise_conv"), &[d], "bias")?;
+        let (scale, shift, conv_norm) = match cfg.conv_norm_type {
+            ConvNorm::BatchNorm => {
+                let bn = conv.pp("batch_norm");
+                let gamma = tensor(&bn, &[d], "weight")?;
+                let beta = tensor(&bn, &[d], "bias")?;
+                let mean = tensor(&bn, &[d], "running_mean")?;
+                let var = tensor(&bn, &[d], "running_var")?;
+                let scale: Vec<f32> = (0..d).map(|c| gamma[c] / (var[c] + 1e-5).sqrt()).collect();
+                let shift: Vec<f32> = (0..d).map(|c| beta[c] - mean[c] * scale[c]).collect();
+                (scale, shift, ConvNormW::Batch)
+            }
+            ConvNorm::LayerNorm => (
+                vec![1.0; d],
+                vec![0.0; d],
+                ConvNormW::Layer(Norm::new(&conv.pp("batch_norm"), d)?),
+            ),
+        };
+        let mut depthwise = vec![0f32; k * d];
+        for c in 0..d {
+            for j in 0..k {
+                depthwise[j * d + c] = w[c * k + j] * scale[c];
+            }
+        }
+        let depthwise_bias = (0..d).map(|c| b[c] * scale[c] + shift[c]).collect();
+        Ok(Self {
+            norm: Norm::new(&vb.pp("norm_conv"), d)?,
+            pointwise1: linear(&conv.pp("pointwise_conv1"), d, 2 * d, true, true, 1.0)?,
+            depthwise,
+            depthwise_bias,
+            kernel: k,
+            conv_norm,
+            pointwise2: linear(&conv.pp("pointwise_conv2"), d, d, true, true, 1.0)?,
+        })
+    }
+
+    /// x += Conv(LN(x)).
+    fn residual(&self, x: &mut [f32], t: usize, s: &mut Scratch) {
+        let d = self.norm.weight.len();
+        s.normed.resize(t * d, 0.0);
+        self.norm.apply(x, &mut s.normed);
+        s.wide.resize(t * 2 * d, 0.0);
+        gemm(
+            &s.normed,
+            d,
+            t,
+            &self.pointwise1,
+            &mut s.wide,
+            2 * d,
+            false,
+            true,
+        );
+        // GLU over channels: a · σ(b), into `normed`.
+        s.normed
+            .par_chunks_mut(d)
+            .zip(s.wide.par_chunks(2 * d))
+            .with_min_len(16)
+            .for_each(|(g, ab)| vm::glu(g, ab));
+        // Depthwise convolution over time ("same" padding), batch norm folded in, then the norm and Swish.
+        let pad = (self.kernel - 1) / 2;
+        let glu = &s.normed;
+        s.pos.resize(t * d, 0.0);
+        s.pos
+            .par_chunks_mut(d)
+            .enumerate()
+            .with_min_len(8)
+            .for_each(|(i, out)| {
+                out.copy_from_slice(&self.depthwise_bias);
+                let lo = pad.saturating_sub(i);
+                let hi = (t + pad - i).min(self.kernel);
+                for j in lo..hi {
+                    let src = &glu[(i + j - pad) * d..][..d];
+                    vm::mul_add(out, &self.depthwise[j * d..][..d], src);
+                }
+            });
+        if let ConvNormW::Layer(n) = &self.conv_norm {
+            n.apply_in_place(&mut s.pos);
+        }
+        swish_in_place(&mut s.pos);
+        gemm(&s.pos, d, t, &self.pointwise2, x, d, true, true);
+    }
+}
+
+struct Layer {
+    ff1: FeedForward,
+    attention: Attention,
+    conv: ConvModule,
+    ff2: FeedForward,
+    norm_out: Norm,
+}
+
+/// A 3×3 stride-2 convolution stage of the subsampling, channels-last.
+enum SubStage {
+    /// The first convolution (one input channel): weight [9, C], bias [C]; followed by ReLU.
+    First { weight: Vec<f32>, bias: Vec<f32> },
+    /// A full convolution C → C as im2col ([ky, kx, c] columns) and one product; followed by ReLU.
+    Full { weight: PackedB },
+    /// dw_striding: depthwise 3×3 (weight [9, C], bias [C]), then a pointwise product and ReLU.
+    Depthwise {
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        pointwise: PackedB,
+    },
+}
+
+/// Reusable buffers of one forward pass.
+#[derive(Default)]
+struct Scratch {
+    normed: Vec<f32>,
+    wide: Vec<f32>,
+    pos: Vec<f32>,
+    heads: Vec<HeadScratch>,
+}
+
+/// A Conformer encoder with its CTC head, ready for fast CPU inference (f32, eval mode).
+pub struct CpuConformerCtc {
+    cfg: ConformerConfig,
+    channels: usize,
+    stages: Vec<SubStage>,
+    /// pre_encode.out with xscaling folded in: input [F' · C] in (f, c) order.
+    sub_out: PackedB,
+    layers: Vec<Layer>,
+    out_proj: Option<PackedB>,
+    head: PackedB,
+}
+
+impl CpuConformerCtc {
+    /// Packs the weights of an encoder (under `encoder.`) and its CTC head (under `decoder.`) as NeMo names
+    /// them; `vb` is the model's root.
+    pub fn new(cfg: &ConformerConfig, vocab_size: usize, vb: &VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
+        let enc = vb.pp("encoder");
+        let d = cfg.d_model;
+        let c = if cfg.subsampling_conv_channels > 0 {
+            cfg.subsampling_conv_channels as usize
+        } else {
+            d
+        };
+        let n_stages = cfg.subsampling_factor.trailing_zeros() as usize;
+        let conv = enc.pp("pre_encode").pp("conv");
+        let taps = |w: &[f32], ch: usize| -> Vec<f32> {
+            // [ch, 1, 3, 3] → [9, ch]
+            let mut t = vec![0f32; 9 * ch];
+            for o in 0..ch {
+                for k in 0..9 {
+                    t[k * ch + o] = w[o * 9 + k];
+                }
+            }
+            t
+        };
+        let mut stages = vec![SubStage::First {
+            weight: taps(&tensor(&conv.pp(0), &[c, 1, 3, 3], "weight")?, c),
+            bias: tensor(&conv.pp(0), &[c], "bias")?,
+        }];
+        let mut freq = (cfg.feat_in - 1) / 2 + 1;
+        for s in 1..n_stages {
+            match cfg.subsampling {
+                Subsampling::Striding => {
+                    let v = conv.pp(2 * s);
+                    let w = tensor(&v, &[c, c, 3, 3], "weight")?;
+                    let b = tensor(&v, &[c], "bias")?;
+                    let weight = PackedB::from_fn(9 * c, c, |row, o| {
+                        let (tap, ci) = (row / c, row % c);
+                        w[(o * c + ci) * 9 + tap]
+                    })
+                    .with_bias(&b);
+                    stages.push(SubStage::Full { weight });
+                }
+                Subsampling::DwStriding => {
+                    let idx = 2 + 3 * (s - 1);
+                    stages.push(SubStage::Depthwise {
+                        weight: taps(&tensor(&conv.pp(idx), &[c, 1, 3, 3], "weight")?, c),
+                        bias: tensor(&conv.pp(idx), &[c], "bias")?,
+                        pointwise: {
+                            let v = conv.pp(idx + 1);
+                            let w = tensor(&v, &[c, c, 1, 1], "weight")?;
+                            let b = tensor(&v, &[c], "bias")?;
+                            PackedB::from_transposed(&w, c, c, c).with_bias(&b)
+                        },
+                    });
+                }
+            }
+            freq = (freq - 1) / 2 + 1;
+        }
+        let xscale = if cfg.xscaling { (d as f32).sqrt() } else { 1.0 };
+        let out = enc.pp("pre_encode").pp("out");
+        let w = tensor(&out, &[d, c * freq], "weight")?;
+        let b: Vec<f32> = tensor(&out, &[d], "bias")?
+            .into_iter()
+            .map(|v| v * xscale)
+            .collect();
+        // NeMo flattens [C, F'] as c·F' + f; the activations here are (f, c).
+        let sub_out = PackedB::from_fn(c * freq, d, |row, o| {
+            let (f, ch) = (row / c, row % c);
+            w[o * c * freq + ch * freq + f] * xscale
+        })
+        .with_bias(&b);
+        let inner = d * cfg.ff_expansion_factor;
+        // NeMo stores tied biases once; every layer reads layer 0's.
+        let tied = enc.pp("layers").pp(0).pp("self_attn");
+        let layers = (0..cfg.n_layers)
+            .map(|i| {
+                let l = enc.pp("layers").pp(i);
+                Ok(Layer {
+                    ff1: FeedForward::new(&l, "norm_feed_forward1", "feed_forward1", d, inner)?,
+                    attention: Attention::new(&l, cfg, &tied)?,
+                    conv: ConvModule::new(&l, cfg)?,
+                    ff2: FeedForward::new(&l, "norm_feed_forward2", "feed_forward2", d, inner)?,
+                    norm_out: Norm::new(&l.pp("norm_out"), d)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out_dim = cfg.output_dim();
+        let out_proj = if out_dim != d {
+            Some(linear(&enc.pp("out_proj"), d, out_dim, true, false, 1.0)?)
+        } else {
+            None
+        };
+        let head = linear(
+            &vb.pp("decoder").pp("decoder_layers").pp(0),
+            out_dim,
+            vocab_size + 1,
+            true,
+            true,
+            1.0,
+        )?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            channels: c,
+            stages,
+            sub_out,
+            layers,
+            out_proj,
+            head,
+        })
+    }
+
+    /// Output classes (vocabulary + blank).
+    pub fn classes(&self) -> usize {
+        self.head.n()
+    }
+
+    /// Log-probabilities [T', classes] (row-major) of one utterance's features `features` [feat_in, stride]
+    /// (the front-end's layout), of which the first `frames` columns are used. Returns (log-probs, T').
+    pub fn log_probs(
+        &self,
+        features: &[f32],
+        stride: usize,
+        frames: usize,
+    ) -> Result<(Vec<f32>, usize)> {
+        let f = self.cfg.feat_in;
+        if features.len() < f * stride || frames > stride {
+            candle_core::bail!(
+                "cpu inference: {} feature values do not hold {f} × {stride}",
+                features.len()
+            );
+        }
+        if frames == 0 {
+            return Ok((Vec::new(), 0));
+        }
+        // Time-major [T, F].
+        let mut x = vec![0f32; frames * f];
+        for (m, row) in features.chunks(stride).take(f).enumerate() {
+            for (t, &v) in row[..frames].iter().enumerate() {
+                x[t * f + m] = v;
+            }
+        }
+        let (x, t) = self.subsample(&x, frames, f);
+        let d = self.cfg.d_model;
+        let mut x = x;
+        let pos = crate::conformer::relative_positions(t, d, &candle_core::Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let mut s = Scratch::default();
+        for layer in &self.layers {
+            layer.ff1.residual(&mut x, t, &mut s);
+            layer.attention.residual(&mut x, t, &pos, &mut s);
+            layer.conv.residual(&mut x, t, &mut s);
+            layer.ff2.residual(&mut x, t, &mut s);
+            layer.norm_out.apply_in_place(&mut x);
+        }
+        let (x, width) = match &self.out_proj {
+            Some(p) => {
+                let mut y = vec![0f32; t * p.n()];
+                gemm(&x, d, t, p, &mut y, p.n(), false, true);
+                (y, p.n())
+            }
+            None => (x, d),
+        };
+        let v = self.head.n();
+        let mut logits = vec![0f32; t * v];
+        gemm(&x, width, t, &self.head, &mut logits, v, false, true);
+        logits
+            .par_chunks_mut(v)
+            .with_min_len(8)
+            .for_each(vm::log_softmax);
+        Ok((logits, t))
+    }
+
+    /// The subsampling stack: [T, F] → ([T', d] with xscaling, T').
+    fn subsample(&self, x: &[f32], t: usize, f: usize) -> (Vec<f32>, usize) {
+        let c = self.channels;
+        let half = |n: usize| (n - 1) / 2 + 1;
+        let (mut h, mut w) = (t, f);
+        let mut cur: Vec<f32> = Vec::new();
+        for stage in &self.stages {
+            let (ho, wo) = (half(h), half(w));
+            let mut next = vec![0f32; ho * wo * c];
+            match stage {
+                SubStage::First { weight, bias } => {
+                    next.par_chunks_mut(wo * c)
+                        .enumerate()
+                        .for_each(|(oy, row)| {
+                            for ox in 0..wo {
+                                let out = &mut row[ox * c..(ox + 1) * c];
+                                out.copy_from_slice(bias);
+                                for ky in 0..3 {
+                                    let Some(iy) = (2 * oy + ky).checked_sub(1).filter(|&y| y < h)
+                                    else {
+                                        continue;
+                                    };
+                                    for kx in 0..3 {
+                                        let Some(ix) =
+                                            (2 * ox + kx).checked_sub(1).filter(|&v| v < w)
+                                        else {
+                                            continue;
+                                        };
+                                        let tap = &weight[(ky * 3 + kx) * c..][..c];
+                                        vm::scaled_add(out, x[iy * w + ix], tap);
+                                    }
+                                }
+                                for o in out.iter_mut() {
+                                    *o = o.max(0.0);
+                                }
+                            }
+                        });
+                }
+                SubStage::Full { weight } => {
+                    // im2col a block of output rows at a time, to bound memory on long inputs.
+                    let rows_per_block = 16usize;
+                    let mut cols = vec![0f32; rows_per_block * wo * 9 * c];
+                    for y0 in (0..ho).step_by(rows_per_block) {
+                        let nrows = rows_per_block.min(ho - y0);
+                        let cols = &mut cols[..nrows * wo * 9 * c];
+                        cols.par_chunks_mut(9 * c).enumerate().for_each(|(r, dst)| {
+                            let (oy, ox) = (y0 + r / wo, r % wo);
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let dst = &mut dst[(ky * 3 + kx) * c..][..c];
+                                    let iy = (2 * oy + ky).checked_sub(1).filter(|&y| y < h);
+                                    let ix = (2 * ox + kx).checked_sub(1).filter(|&v| v < w);
+                                    match (iy, ix) {
+                                        (Some(iy), Some(ix)) => {
+                                            dst.copy_from_slice(&cur[(iy * w + ix) * c..][..c])
+                                        }
+                                        _ => dst.fill(0.0),
+                                    }
+                                }
+                            }
+                        });
+                        let out = &mut next[y0 * wo * c..(y0 + nrows) * wo * c];
+                        gemm(cols, 9 * c, nrows * wo, weight, out, c, false, true);
+                    }
+                    relu_in_place(&mut next);
+                }
+                SubStage::Depthwise {
+                    weight,
+                    bias,
+                    pointwise,
+                } => {
+                    let mut dw = vec![0f32; ho * wo * c];
+                    dw.par_chunks_mut(wo * c).enumerate().for_each(|(oy, row)| {
+                        for ox in 0..wo {
+                            let out = &mut row[ox * c..(ox + 1) * c];
+                            out.copy_from_slice(bias);
+                            for ky in 0..3 {
+                                let Some(iy) = (2 * oy + ky).checked_sub(1).filter(|&y| y < h)
+                                else {
+                                    continue;
+                                };
+                                for kx in 0..3 {
+                                    let Some(ix) = (2 * ox + kx).checked_sub(1).filter(|&v| v < w)
+                                    else {
+                                        continue;
+                                    };
+                                    let src = &cur[(iy * w + ix) * c..][..c];
+                                    vm::mul_add(out, &weight[(ky * 3 + kx) * c..][..c], src);
+                                }
+                            }
+                        }
+                    });
+                    gemm(&dw, c, ho * wo, pointwise, &mut next, c, false, true);
+                    relu_in_place(&mut next);
+                }
+            }
+            cur = next;
+            h = ho;
+            w = wo;
+        }
+        let d = self.cfg.d_model;
+        let mut out = vec![0f32; h * d];
+        gemm(&cur, w * c, h, &self.sub_out, &mut out, d, false, true);
+        (out, h)
+    }
+}
