@@ -15,7 +15,8 @@ Usage (from the repository root, on a quiet machine):
    first file, batch size 1, greedy CTC:
    * mezcla, `target/release/examples/rtfx_bench` (RAYON_NUM_THREADS=`--threads`): the clock covers each
      `AsrModel::transcribe(samples)` call (front-end, encoder, CTC head, greedy decoding, text); model loading
-     and WAV reading are outside it;
+     and WAV reading are outside it. Once on the fused CPU inference path (what `mezcla` runs) and once with
+     `--candle` (the candle modules, as before that path existed);
    * NeMo forward (torch.set_num_threads(`--threads`), eval mode, torch.inference_mode): the clock covers
      `model.forward(input_signal, length)` (preprocessor, encoder, CTC head, log-softmax), argmax greedy
      decoding and `tokenizer.ids_to_text`; WAV reading is outside it. This is the like-for-like comparison;
@@ -148,11 +149,12 @@ def main():
     mz = json.loads(r.stdout)
     mz_pass = statistics.median(mz["pass_seconds"])
     mz_texts = [f["text"] for f in mz["files"]]
-    # Diagnostic: candle's element-wise ops run on a barrier pool of CANDLE_NUM_THREADS - 1 spinning workers
-    # besides rayon's pool for the matmuls; with 1, element-wise ops stay on the calling thread.
-    r = subprocess.run([str(EXAMPLE), str(MODEL), str(args.reps), *paths], check=True, capture_output=True,
-                       text=True, env=dict(env, CANDLE_NUM_THREADS="1"))
-    mz1_pass = statistics.median(json.loads(r.stdout)["pass_seconds"])
+    # The candle modules on the same weights (the path training uses), for comparison.
+    r = subprocess.run([str(EXAMPLE), "--candle", str(MODEL), str(args.reps), *paths], check=True,
+                       capture_output=True, text=True, env=env)
+    mzc = json.loads(r.stdout)
+    mzc_pass = statistics.median(mzc["pass_seconds"])
+    same_paths = sum(a["text"] == b["text"] for a, b in zip(mz["files"], mzc["files"]))
 
     # NeMo forward: warm-up + reps passes.
     nemo_forward_pass(model, audios[:1])
@@ -204,7 +206,8 @@ def main():
                    "load_seconds": mz["load_seconds"]},
         "nemo_forward": {"pass_seconds": [sum(s) for s, _ in fw], "rtfx": audio_s / fw_pass},
         "nemo_transcribe": {"pass_seconds": [s for s, _ in tr], "rtfx": audio_s / tr_pass},
-        "mezcla_candle_threads_1": {"rtfx": audio_s / mz1_pass},
+        "mezcla_candle": {"pass_seconds": mzc["pass_seconds"], "rtfx": audio_s / mzc_pass,
+                          "same_text_as_fused": same_paths},
         "mezcla_eval_rtfx": ev.get("rtfx"), "same_text_vs_nemo_transcribe_after_punct_strip": same_tr_stripped,
         "same_text_vs_nemo_transcribe": same_tr, "same_text_vs_nemo_forward": same_fw,
         "same_text_eval_vs_nemo_transcribe": same_ev, "nemo_nonempty_texts": nonempty,
@@ -224,8 +227,8 @@ def main():
     print(f"| NeMo transcribe() | transcribe(paths, batch_size=1) | {tr_pass:.2f} | "
           f"{res['nemo_transcribe']['rtfx']:.1f} | {res['ratio_vs_transcribe']:.2f}x |")
     print(f"| mezcla | AsrModel::transcribe per file | {mz_pass:.2f} | {res['mezcla']['rtfx']:.1f} | 1x |")
-    print(f"| mezcla, CANDLE_NUM_THREADS=1 (diagnostic) | same | {mz1_pass:.2f} | "
-          f"{res['mezcla_candle_threads_1']['rtfx']:.1f} | |")
+    print(f"| mezcla, candle modules (`--candle`) | same | {mzc_pass:.2f} | "
+          f"{res['mezcla_candle']['rtfx']:.1f} | (same text on {same_paths}/{len(paths)} files) |")
     print(f"mezcla eval RTFx (one pass, cold first file): {ev.get('rtfx'):.1f}; mezcla load "
           f"{mz['load_seconds']:.2f} s")
     print(f"same text: mezcla vs NeMo transcribe {same_tr}/{len(paths)}, vs NeMo forward {same_fw}/{len(paths)}, "

@@ -194,34 +194,94 @@ fn gemm_on(
     let block = |(blk, cb): (usize, &mut [f32])| {
         let row0 = blk * mr;
         let rows = mr.min(m - row0);
-        let ab = &a[row0 * lda..];
-        for panel in 0..b.panels() {
-            let cols = NR.min(n - panel * NR);
-            let pb = &b.data[panel * k * NR..(panel + 1) * k * NR];
-            let bias = b.bias.as_ref().map(|v| &v[panel * NR..(panel + 1) * NR]);
-            // SAFETY: A holds `rows` rows of k values at stride lda from `ab`, the panel k·NR values, and C
-            // `rows` rows at stride ldc with at least panel·NR + cols columns (all checked above).
-            unsafe {
-                tile(
-                    isa,
-                    rows,
-                    k,
-                    ab.as_ptr(),
-                    lda,
-                    pb.as_ptr(),
-                    bias,
-                    cb.as_mut_ptr().add(panel * NR),
-                    ldc,
-                    cols,
-                    accumulate,
-                )
-            };
-        }
+        // SAFETY: the bounds of A and C were checked above.
+        unsafe {
+            row_block(
+                isa,
+                &a[row0 * lda..],
+                lda,
+                rows,
+                b,
+                0..b.panels(),
+                cb,
+                ldc,
+                accumulate,
+            )
+        };
     };
     if parallel && m > mr {
         c.par_chunks_mut(mr * ldc).enumerate().for_each(block);
     } else {
         c.chunks_mut(mr * ldc).enumerate().for_each(block);
+    }
+}
+
+/// Like [`gemm`] (one thread, no accumulation), but each block of rows r0..r0+rows computes only the columns
+/// `band(r0, rows)` (a range; rounded out to whole panels): for products of which a banded part is used, such
+/// as the relative-position scores of attention.
+pub fn gemm_banded(
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    band: impl Fn(usize, usize) -> std::ops::Range<usize>,
+) {
+    let (k, n) = (b.k, b.n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(lda >= k && ldc >= n, "gemm: row strides too small");
+    assert!(a.len() >= (m - 1) * lda + k, "gemm: A too short");
+    assert!(c.len() >= (m - 1) * ldc + n, "gemm: C too short");
+    let isa = Isa::detect();
+    let mr = isa.rows();
+    let c = &mut c[..(m - 1) * ldc + n];
+    for (blk, cb) in c.chunks_mut(mr * ldc).enumerate() {
+        let row0 = blk * mr;
+        let rows = mr.min(m - row0);
+        let cols = band(row0, rows);
+        let panels = cols.start.min(n) / NR..cols.end.min(n).div_ceil(NR);
+        // SAFETY: the bounds of A and C were checked above.
+        unsafe { row_block(isa, &a[row0 * lda..], lda, rows, b, panels, cb, ldc, false) };
+    }
+}
+
+/// C's rows [0, rows) (at stride ldc from `cb`) for B's panels `panels`, from A's rows at stride lda from `ab`.
+///
+/// Safety: `ab` holds `rows` rows of b.k() values at stride lda, and `cb` `rows` rows at stride ldc with at
+/// least b.n() columns.
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_block(
+    isa: Isa,
+    ab: &[f32],
+    lda: usize,
+    rows: usize,
+    b: &PackedB,
+    panels: std::ops::Range<usize>,
+    cb: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    let (k, n) = (b.k, b.n);
+    for panel in panels {
+        let cols = NR.min(n - panel * NR);
+        let pb = &b.data[panel * k * NR..(panel + 1) * k * NR];
+        let bias = b.bias.as_ref().map(|v| &v[panel * NR..(panel + 1) * NR]);
+        tile(
+            isa,
+            rows,
+            k,
+            ab.as_ptr(),
+            lda,
+            pb.as_ptr(),
+            bias,
+            cb.as_mut_ptr().add(panel * NR),
+            ldc,
+            cols,
+            accumulate,
+        );
     }
 }
 
@@ -250,18 +310,54 @@ unsafe fn tile(
     }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => dispatch!(tile_avx512, 1 2 3 4 5 6 7 8 9 10 11 12),
+        Isa::Avx512 if cols <= 16 => dispatch!(tile_avx512_half, 1 2 3 4 5 6 7 8 9 10 11 12),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => dispatch!(tile_avx512_full, 1 2 3 4 5 6 7 8 9 10 11 12),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => dispatch!(tile_avx2, 1 2 3),
         _ => dispatch!(tile_portable, 1 2 3 4),
     }
 }
 
-/// M rows × 32 columns with 2·M zmm accumulators (A's rows read in place: packing them measured no faster).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx512_full<const M: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    bias: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    tile_avx512::<M, false>(k, a, lda, b, bias, c, ldc, cols, accumulate)
+}
+
+/// A panel's last columns, at most 16: one register per row.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx512_half<const M: usize>(
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    bias: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    tile_avx512::<M, true>(k, a, lda, b, bias, c, ldc, cols, accumulate)
+}
+
+/// M rows × 32 columns with 2·M zmm accumulators (A's rows read in place: packing them measured no faster);
+/// with HALF, the first 16 columns only.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx512<const M: usize>(
+unsafe fn tile_avx512<const M: usize, const HALF: bool>(
     k: usize,
     a: *const f32,
     lda: usize,
@@ -295,22 +391,32 @@ unsafe fn tile_avx512<const M: usize>(
         for (r, row) in acc.iter_mut().enumerate() {
             let cr = c.add(r * ldc);
             row[0] = _mm512_add_ps(row[0], _mm512_maskz_loadu_ps(m0, cr));
-            row[1] = _mm512_add_ps(row[1], _mm512_maskz_loadu_ps(m1, cr.add(16)));
+            if !HALF {
+                row[1] = _mm512_add_ps(row[1], _mm512_maskz_loadu_ps(m1, cr.add(16)));
+            }
         }
     }
     for i in 0..k {
         let b0 = _mm512_loadu_ps(b.add(i * NR));
-        let b1 = _mm512_loadu_ps(b.add(i * NR + 16));
-        for (r, row) in acc.iter_mut().enumerate() {
-            let av = _mm512_set1_ps(*a.add(r * lda + i));
-            row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+        if HALF {
+            for (r, row) in acc.iter_mut().enumerate() {
+                row[0] = _mm512_fmadd_ps(_mm512_set1_ps(*a.add(r * lda + i)), b0, row[0]);
+            }
+        } else {
+            let b1 = _mm512_loadu_ps(b.add(i * NR + 16));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(r * lda + i));
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
         }
     }
     for (r, row) in acc.iter().enumerate() {
         let cr = c.add(r * ldc);
         _mm512_mask_storeu_ps(cr, m0, row[0]);
-        _mm512_mask_storeu_ps(cr.add(16), m1, row[1]);
+        if !HALF {
+            _mm512_mask_storeu_ps(cr.add(16), m1, row[1]);
+        }
     }
 }
 
@@ -466,6 +572,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_banded_product_computes_each_row_block_s_band() {
+        let (m, k, t) = (30, 11, 100);
+        let n = 2 * t - 1;
+        let a = random(m * k, 6);
+        let w = random(n * k, 7);
+        let want = reference(&a, m, k, &w, n, &vec![0.0; n]);
+        let packed = PackedB::from_transposed(&w, n, k, k);
+        let mut c = vec![f32::NAN; m * n];
+        // Row i needs columns t-1-i .. 2t-1-i, as the relative-position scores do.
+        gemm_banded(&a, k, m, &packed, &mut c, n, |r0, rows| {
+            t - r0 - rows..2 * t - 1 - r0
+        });
+        for i in 0..m {
+            for j in t - 1 - i..2 * t - 1 - i {
+                let d = (c[i * n + j] as f64 - want[i * n + j]).abs();
+                assert!(d < 1e-4, "({i},{j}): {}", c[i * n + j]);
+            }
+        }
+        // Whole panels outside a block's band are skipped: row 0's band starts at column t - 12 or later.
+        assert!(c[0].is_nan(), "row 0, column 0 was computed: {}", c[0]);
     }
 
     #[test]

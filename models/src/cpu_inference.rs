@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Result};
 use candle_nn::VarBuilder;
-use mezcla_kernels::sgemm::{gemm, PackedB};
+use mezcla_kernels::sgemm::{gemm, gemm_banded, PackedB};
 use rayon::prelude::*;
 
 use crate::conformer::{ConformerConfig, ConvNorm, Subsampling};
@@ -64,26 +64,6 @@ impl Norm {
             bias: tensor(vb, &[d], "bias")?,
         })
     }
-
-    /// LayerNorm (eps 1e-5) of each row of `x` [rows, d] into `out`.
-    fn apply(&self, x: &[f32], out: &mut [f32]) {
-        let d = self.weight.len();
-        out.par_chunks_mut(d)
-            .zip(x.par_chunks(d))
-            .with_min_len(16)
-            .for_each(|(o, r)| vm::layer_norm(r, &self.weight, &self.bias, o));
-    }
-
-    fn apply_in_place(&self, x: &mut [f32]) {
-        let d = self.weight.len();
-        x.par_chunks_mut(d)
-            .with_min_len(16)
-            .for_each(|r| vm::layer_norm_in_place(r, &self.weight, &self.bias));
-    }
-}
-
-fn swish_in_place(x: &mut [f32]) {
-    x.par_chunks_mut(CHUNK).for_each(vm::swish);
 }
 
 fn relu_in_place(x: &mut [f32]) {
@@ -92,6 +72,41 @@ fn relu_in_place(x: &mut [f32]) {
             *v = v.max(0.0);
         }
     });
+}
+
+thread_local! {
+    /// Each thread's buffers for its rows in the row-parallel steps.
+    static ROW_BUFFERS: std::cell::RefCell<[Vec<f32>; 2]> =
+        const { std::cell::RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Rows per task of a row-parallel step: about two tasks per thread, in whole micro-kernel blocks of 12 rows.
+/// A step runs a module's row-wise operations (norm, products, activation) back to back on its rows, so that
+/// the threads meet once per step rather than once per operation.
+fn rows_per_task(t: usize) -> usize {
+    let tasks = 2 * rayon::current_num_threads();
+    t.div_ceil(tasks).div_ceil(12).max(1) * 12
+}
+
+/// Runs `f(rows of x, first row, this thread's two buffers)` over blocks of rows of `x` [t, d] in parallel.
+fn for_row_blocks(
+    x: &mut [f32],
+    d: usize,
+    t: usize,
+    f: impl Fn(&mut [f32], usize, &mut [Vec<f32>; 2]) + Sync,
+) {
+    let rows = rows_per_task(t);
+    x[..t * d]
+        .par_chunks_mut(rows * d)
+        .enumerate()
+        .for_each(|(i, xc)| ROW_BUFFERS.with(|b| f(xc, i * rows, &mut b.borrow_mut())));
+}
+
+fn layer_norm_rows(x: &[f32], norm: &Norm, out: &mut [f32]) {
+    let d = norm.weight.len();
+    for (o, r) in out.chunks_mut(d).zip(x.chunks(d)) {
+        vm::layer_norm(r, &norm.weight, &norm.bias, o);
+    }
 }
 
 struct FeedForward {
@@ -110,24 +125,23 @@ impl FeedForward {
         })
     }
 
-    /// x += ½ FF(LN(x)).
-    fn residual(&self, x: &mut [f32], t: usize, s: &mut Scratch) {
+    /// x += ½ FF(LN(x)), then `after` (the layer's closing norm) on the same rows if given.
+    fn residual(&self, x: &mut [f32], t: usize, after: Option<&Norm>) {
         let (d, inner) = (self.linear1.k(), self.linear1.n());
-        s.normed.resize(t * d, 0.0);
-        self.norm.apply(x, &mut s.normed);
-        s.wide.resize(t * inner, 0.0);
-        gemm(
-            &s.normed,
-            d,
-            t,
-            &self.linear1,
-            &mut s.wide,
-            inner,
-            false,
-            true,
-        );
-        swish_in_place(&mut s.wide);
-        gemm(&s.wide, inner, t, &self.linear2, x, d, true, true);
+        for_row_blocks(x, d, t, |xc, _, [normed, wide]| {
+            let n = xc.len() / d;
+            normed.resize(n * d, 0.0);
+            layer_norm_rows(xc, &self.norm, normed);
+            wide.resize(n * inner, 0.0);
+            gemm(normed, d, n, &self.linear1, wide, inner, false, false);
+            vm::swish(wide);
+            gemm(wide, inner, n, &self.linear2, xc, d, true, false);
+            if let Some(norm) = after {
+                for r in xc.chunks_mut(d) {
+                    vm::layer_norm_in_place(r, &norm.weight, &norm.bias);
+                }
+            }
+        });
     }
 }
 
@@ -184,10 +198,20 @@ impl Attention {
     fn residual(&self, x: &mut [f32], t: usize, pos: &[f32], s: &mut Scratch) {
         let d = self.qkv.k();
         let (h, dk) = (self.heads, d / self.heads);
-        s.normed.resize(t * d, 0.0);
-        self.norm.apply(x, &mut s.normed);
         s.wide.resize(t * 3 * d, 0.0);
-        gemm(&s.normed, d, t, &self.qkv, &mut s.wide, 3 * d, false, true);
+        let rows = rows_per_task(t);
+        s.wide
+            .par_chunks_mut(rows * 3 * d)
+            .zip(x[..t * d].par_chunks(rows * d))
+            .for_each(|(qkv, xc)| {
+                ROW_BUFFERS.with(|b| {
+                    let normed = &mut b.borrow_mut()[0];
+                    let n = xc.len() / d;
+                    normed.resize(n * d, 0.0);
+                    layer_norm_rows(xc, &self.norm, normed);
+                    gemm(normed, d, n, &self.qkv, qkv, 3 * d, false, false);
+                })
+            });
         let np = 2 * t - 1;
         s.pos.resize(np * d, 0.0);
         gemm(pos, d, np, &self.pos, &mut s.pos, d, false, true);
@@ -218,7 +242,10 @@ impl Attention {
             hs.scores.resize(t * t, 0.0);
             hs.bd.resize(t * np, 0.0);
             gemm(&hs.q_u, dk, t, &hs.keys, &mut hs.scores, t, false, false);
-            gemm(&hs.q_v, dk, t, &hs.positions, &mut hs.bd, np, false, false);
+            // Query i uses positions t-1-i .. 2t-1-i only: each block of rows computes its band.
+            gemm_banded(&hs.q_v, dk, t, &hs.positions, &mut hs.bd, np, |r0, rows| {
+                t - r0 - rows..np - r0
+            });
             for i in 0..t {
                 // Transformer-XL's shift: query i against key j uses relative position row T-1-i+j.
                 let bd = &hs.bd[i * np + (t - 1 - i)..][..t];
@@ -308,34 +335,34 @@ impl ConvModule {
     /// x += Conv(LN(x)).
     fn residual(&self, x: &mut [f32], t: usize, s: &mut Scratch) {
         let d = self.norm.weight.len();
+        let rows = rows_per_task(t);
+        // LN, the first pointwise product and the GLU, row by row, into `normed`.
         s.normed.resize(t * d, 0.0);
-        self.norm.apply(x, &mut s.normed);
-        s.wide.resize(t * 2 * d, 0.0);
-        gemm(
-            &s.normed,
-            d,
-            t,
-            &self.pointwise1,
-            &mut s.wide,
-            2 * d,
-            false,
-            true,
-        );
-        // GLU over channels: a · σ(b), into `normed`.
         s.normed
-            .par_chunks_mut(d)
-            .zip(s.wide.par_chunks(2 * d))
-            .with_min_len(16)
-            .for_each(|(g, ab)| vm::glu(g, ab));
-        // Depthwise convolution over time ("same" padding), batch norm folded in, then the norm and Swish.
+            .par_chunks_mut(rows * d)
+            .zip(x[..t * d].par_chunks(rows * d))
+            .for_each(|(g, xc)| {
+                ROW_BUFFERS.with(|b| {
+                    let [normed, wide] = &mut *b.borrow_mut();
+                    let n = xc.len() / d;
+                    normed.resize(n * d, 0.0);
+                    layer_norm_rows(xc, &self.norm, normed);
+                    wide.resize(n * 2 * d, 0.0);
+                    gemm(normed, d, n, &self.pointwise1, wide, 2 * d, false, false);
+                    for (gr, ab) in g.chunks_mut(d).zip(wide.chunks(2 * d)) {
+                        vm::glu(gr, ab);
+                    }
+                })
+            });
+        // The depthwise convolution over time ("same" padding, batch norm folded in), the norm, Swish and the
+        // second pointwise product, for each block of output rows.
         let pad = (self.kernel - 1) / 2;
         let glu = &s.normed;
-        s.pos.resize(t * d, 0.0);
-        s.pos
-            .par_chunks_mut(d)
-            .enumerate()
-            .with_min_len(8)
-            .for_each(|(i, out)| {
+        for_row_blocks(x, d, t, |xc, row0, [y, _]| {
+            let n = xc.len() / d;
+            y.resize(n * d, 0.0);
+            for (r, out) in y.chunks_mut(d).enumerate() {
+                let i = row0 + r;
                 out.copy_from_slice(&self.depthwise_bias);
                 let lo = pad.saturating_sub(i);
                 let hi = (t + pad - i).min(self.kernel);
@@ -343,12 +370,13 @@ impl ConvModule {
                     let src = &glu[(i + j - pad) * d..][..d];
                     vm::mul_add(out, &self.depthwise[j * d..][..d], src);
                 }
-            });
-        if let ConvNormW::Layer(n) = &self.conv_norm {
-            n.apply_in_place(&mut s.pos);
-        }
-        swish_in_place(&mut s.pos);
-        gemm(&s.pos, d, t, &self.pointwise2, x, d, true, true);
+                if let ConvNormW::Layer(norm) = &self.conv_norm {
+                    vm::layer_norm_in_place(out, &norm.weight, &norm.bias);
+                }
+            }
+            vm::swish(y);
+            gemm(y, d, n, &self.pointwise2, xc, d, true, false);
+        });
     }
 }
 
@@ -362,10 +390,10 @@ struct Layer {
 
 /// A 3×3 stride-2 convolution stage of the subsampling, channels-last.
 enum SubStage {
-    /// The first convolution (one input channel): weight [9, C], bias [C]; followed by ReLU.
-    First { weight: Vec<f32>, bias: Vec<f32> },
-    /// A full convolution C → C as im2col ([ky, kx, c] columns) and one product; followed by ReLU.
-    Full { weight: PackedB },
+    /// The first convolution (one input channel): weight [9 taps, C] with its bias; followed by ReLU.
+    First { weight: PackedB },
+    /// A full convolution C → C: one [C, C] weight per tap (ky·3 + kx), bias [C]; followed by ReLU.
+    Full { taps: Vec<PackedB>, bias: Vec<f32> },
     /// dw_striding: depthwise 3×3 (weight [9, C], bias [C]), then a pointwise product and ReLU.
     Depthwise {
         weight: Vec<f32>,
@@ -419,9 +447,13 @@ impl CpuConformerCtc {
             }
             t
         };
+        let first = tensor(&conv.pp(0), &[c, 1, 3, 3], "weight")?;
         let mut stages = vec![SubStage::First {
-            weight: taps(&tensor(&conv.pp(0), &[c, 1, 3, 3], "weight")?, c),
-            bias: tensor(&conv.pp(0), &[c], "bias")?,
+            weight: PackedB::from_fn(9, c, |tap, o| first[o * 9 + tap]).with_bias(&tensor(
+                &conv.pp(0),
+                &[c],
+                "bias",
+            )?),
         }];
         let mut freq = (cfg.feat_in - 1) / 2 + 1;
         for s in 1..n_stages {
@@ -430,12 +462,10 @@ impl CpuConformerCtc {
                     let v = conv.pp(2 * s);
                     let w = tensor(&v, &[c, c, 3, 3], "weight")?;
                     let b = tensor(&v, &[c], "bias")?;
-                    let weight = PackedB::from_fn(9 * c, c, |row, o| {
-                        let (tap, ci) = (row / c, row % c);
-                        w[(o * c + ci) * 9 + tap]
-                    })
-                    .with_bias(&b);
-                    stages.push(SubStage::Full { weight });
+                    let taps = (0..9)
+                        .map(|tap| PackedB::from_fn(c, c, |ci, o| w[(o * c + ci) * 9 + tap]))
+                        .collect();
+                    stages.push(SubStage::Full { taps, bias: b });
                 }
                 Subsampling::DwStriding => {
                     let idx = 2 + 3 * (s - 1);
@@ -544,11 +574,10 @@ impl CpuConformerCtc {
             .to_vec1::<f32>()?;
         let mut s = Scratch::default();
         for layer in &self.layers {
-            layer.ff1.residual(&mut x, t, &mut s);
+            layer.ff1.residual(&mut x, t, None);
             layer.attention.residual(&mut x, t, &pos, &mut s);
             layer.conv.residual(&mut x, t, &mut s);
-            layer.ff2.residual(&mut x, t, &mut s);
-            layer.norm_out.apply_in_place(&mut x);
+            layer.ff2.residual(&mut x, t, Some(&layer.norm_out));
         }
         let (x, width) = match &self.out_proj {
             Some(p) => {
@@ -578,60 +607,69 @@ impl CpuConformerCtc {
             let (ho, wo) = (half(h), half(w));
             let mut next = vec![0f32; ho * wo * c];
             match stage {
-                SubStage::First { weight, bias } => {
-                    next.par_chunks_mut(wo * c)
+                SubStage::First { weight } => {
+                    // One input channel: the 9 taps of every output position (zero outside), then one
+                    // product with the [9, C] weight and its bias.
+                    let mut cols = vec![0f32; ho * wo * 9];
+                    cols.par_chunks_mut(wo * 9)
                         .enumerate()
                         .for_each(|(oy, row)| {
-                            for ox in 0..wo {
-                                let out = &mut row[ox * c..(ox + 1) * c];
-                                out.copy_from_slice(bias);
+                            for (ox, dst) in row.chunks_mut(9).enumerate() {
                                 for ky in 0..3 {
                                     let Some(iy) = (2 * oy + ky).checked_sub(1).filter(|&y| y < h)
                                     else {
                                         continue;
                                     };
                                     for kx in 0..3 {
-                                        let Some(ix) =
+                                        if let Some(ix) =
                                             (2 * ox + kx).checked_sub(1).filter(|&v| v < w)
-                                        else {
-                                            continue;
-                                        };
-                                        let tap = &weight[(ky * 3 + kx) * c..][..c];
-                                        vm::scaled_add(out, x[iy * w + ix], tap);
-                                    }
-                                }
-                                for o in out.iter_mut() {
-                                    *o = o.max(0.0);
-                                }
-                            }
-                        });
-                }
-                SubStage::Full { weight } => {
-                    // im2col a block of output rows at a time, to bound memory on long inputs.
-                    let rows_per_block = 16usize;
-                    let mut cols = vec![0f32; rows_per_block * wo * 9 * c];
-                    for y0 in (0..ho).step_by(rows_per_block) {
-                        let nrows = rows_per_block.min(ho - y0);
-                        let cols = &mut cols[..nrows * wo * 9 * c];
-                        cols.par_chunks_mut(9 * c).enumerate().for_each(|(r, dst)| {
-                            let (oy, ox) = (y0 + r / wo, r % wo);
-                            for ky in 0..3 {
-                                for kx in 0..3 {
-                                    let dst = &mut dst[(ky * 3 + kx) * c..][..c];
-                                    let iy = (2 * oy + ky).checked_sub(1).filter(|&y| y < h);
-                                    let ix = (2 * ox + kx).checked_sub(1).filter(|&v| v < w);
-                                    match (iy, ix) {
-                                        (Some(iy), Some(ix)) => {
-                                            dst.copy_from_slice(&cur[(iy * w + ix) * c..][..c])
+                                        {
+                                            dst[ky * 3 + kx] = x[iy * w + ix];
                                         }
-                                        _ => dst.fill(0.0),
                                     }
                                 }
                             }
                         });
-                        let out = &mut next[y0 * wo * c..(y0 + nrows) * wo * c];
-                        gemm(cols, 9 * c, nrows * wo, weight, out, c, false, true);
-                    }
+                    gemm(&cols, 9, ho * wo, weight, &mut next, c, false, true);
+                    relu_in_place(&mut next);
+                }
+                SubStage::Full { taps, bias } => {
+                    // An implicit GEMM: for each output row and tap, the input positions it reads are one
+                    // input row at a stride of two positions (2c floats), so each tap is one product
+                    // accumulated into the output row, with no im2col copy.
+                    let cur = &cur;
+                    next.par_chunks_mut(wo * c)
+                        .enumerate()
+                        .for_each(|(oy, out)| {
+                            for o in out.chunks_mut(c) {
+                                o.copy_from_slice(bias);
+                            }
+                            for ky in 0..3 {
+                                let Some(iy) = (2 * oy + ky).checked_sub(1).filter(|&y| y < h)
+                                else {
+                                    continue;
+                                };
+                                for kx in 0..3 {
+                                    // Output columns whose input column 2·ox + kx − 1 lies in [0, w).
+                                    let lo = usize::from(kx == 0);
+                                    let hi = (wo - 1).min((w - kx) / 2);
+                                    if hi < lo {
+                                        continue;
+                                    }
+                                    let ix = 2 * lo + kx - 1;
+                                    gemm(
+                                        &cur[(iy * w + ix) * c..],
+                                        2 * c,
+                                        hi - lo + 1,
+                                        &taps[ky * 3 + kx],
+                                        &mut out[lo * c..],
+                                        c,
+                                        true,
+                                        false,
+                                    );
+                                }
+                            }
+                        });
                     relu_in_place(&mut next);
                 }
                 SubStage::Depthwise {

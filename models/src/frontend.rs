@@ -328,6 +328,9 @@ impl std::fmt::Debug for MelFrontend {
     }
 }
 
+/// Frames per task when an utterance's frames are spread over rayon's threads.
+const FRAMES_PER_TASK: usize = 64;
+
 struct Scratch {
     signal: Vec<f32>,
     frame: Vec<f32>,
@@ -977,41 +980,59 @@ impl MelFrontend {
             Some(r) if self.nb_prob > 0.0 => r.random::<f64>() < self.nb_prob,
             _ => false,
         };
+        // Frames are independent: blocks of them run on rayon's threads (each with its own FFT buffers),
+        // giving (guarded, logged) mel energies time-major, which are then written out feature-major.
         let n_bins = self.n_fft / 2 + 1;
-        for t in 0..n_valid {
-            let src = &sig[t * self.hop..t * self.hop + self.n_fft];
-            for ((f, &x), &w) in s.frame.iter_mut().zip(src).zip(&self.window) {
-                *f = x * w;
-            }
-            self.fft
-                .process_with_scratch(&mut s.frame, &mut s.spectrum, &mut s.fft_scratch)
-                .expect("buffers are sized by the plan");
-            let p = self.mag_power;
-            for (pw, c) in s.power.iter_mut().zip(&s.spectrum) {
-                let m2 = c.re * c.re + c.im * c.im;
-                *pw = if p == 2.0 {
-                    m2
-                } else if p == 1.0 {
-                    m2.sqrt()
-                } else {
-                    m2.sqrt().powf(p)
-                };
-            }
-            if nb_cut {
-                s.power[self.nb_bin.min(n_bins)..].fill(0.0);
-            }
-            for (m, f) in self.filters.iter().enumerate() {
-                let e: f32 = f
-                    .weights
-                    .iter()
-                    .zip(&s.power[f.start..])
-                    .map(|(w, p)| w * p)
-                    .sum();
-                out[m * t_out + t] = match self.guard {
-                    None => e,
-                    Some(Guard::Add(g)) => (e + g).ln(),
-                    Some(Guard::Clamp(g)) => e.max(g).ln(),
-                };
+        let n_mels = self.n_mels;
+        let sig: &[f32] = sig;
+        let mut mels = vec![0f32; n_valid * n_mels];
+        mels.par_chunks_mut(FRAMES_PER_TASK * n_mels)
+            .enumerate()
+            .for_each_init(
+                || self.scratch(),
+                |w, (block, dst)| {
+                    for (i, row) in dst.chunks_mut(n_mels).enumerate() {
+                        let t = block * FRAMES_PER_TASK + i;
+                        let src = &sig[t * self.hop..t * self.hop + self.n_fft];
+                        for ((f, &x), &win) in w.frame.iter_mut().zip(src).zip(&self.window) {
+                            *f = x * win;
+                        }
+                        self.fft
+                            .process_with_scratch(&mut w.frame, &mut w.spectrum, &mut w.fft_scratch)
+                            .expect("buffers are sized by the plan");
+                        let p = self.mag_power;
+                        for (pw, c) in w.power.iter_mut().zip(&w.spectrum) {
+                            let m2 = c.re * c.re + c.im * c.im;
+                            *pw = if p == 2.0 {
+                                m2
+                            } else if p == 1.0 {
+                                m2.sqrt()
+                            } else {
+                                m2.sqrt().powf(p)
+                            };
+                        }
+                        if nb_cut {
+                            w.power[self.nb_bin.min(n_bins)..].fill(0.0);
+                        }
+                        for (v, f) in row.iter_mut().zip(&self.filters) {
+                            let e: f32 = f
+                                .weights
+                                .iter()
+                                .zip(&w.power[f.start..])
+                                .map(|(w, p)| w * p)
+                                .sum();
+                            *v = match self.guard {
+                                None => e,
+                                Some(Guard::Add(g)) => (e + g).ln(),
+                                Some(Guard::Clamp(g)) => e.max(g).ln(),
+                            };
+                        }
+                    }
+                },
+            );
+        for (t, row) in mels.chunks(n_mels).enumerate() {
+            for (m, &v) in row.iter().enumerate() {
+                out[m * t_out + t] = v;
             }
         }
         // NeMo's splice_frames concatenates x[:, :, :n] and x[:, :, n:], i.e. x itself: identical copies.
