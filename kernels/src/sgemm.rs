@@ -35,6 +35,9 @@ impl PackedB {
     /// Repacks in place (keeping the allocation) as [`PackedB::from_fn`]; drops the bias.
     pub fn fill(&mut self, k: usize, n: usize, f: impl Fn(usize, usize) -> f32) {
         self.reset(k, n);
+        if k == 0 {
+            return;
+        }
         for (panel, dst) in self.data.chunks_mut(k * NR).enumerate() {
             for i in 0..k {
                 for jj in 0..NR.min(n - panel * NR) {
@@ -121,9 +124,7 @@ impl Isa {
         *ISA.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
             {
-                if std::env::var_os("MEZCLA_NO_AVX512").is_none()
-                    && is_x86_feature_detected!("avx512f")
-                {
+                if is_x86_feature_detected!("avx512f") {
                     return Isa::Avx512;
                 }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -186,11 +187,9 @@ fn gemm_on(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(lda >= k && ldc >= n, "gemm: row strides too small");
-    assert!(a.len() >= (m - 1) * lda + k, "gemm: A too short");
-    assert!(c.len() >= (m - 1) * ldc + n, "gemm: C too short");
+    check_operands(a.len(), lda, m, k, c.len(), ldc, n);
     let mr = isa.rows();
-    let c = &mut c[..(m - 1) * ldc + n];
+    let c = &mut c[..extent(m, ldc, n)];
     let block = |(blk, cb): (usize, &mut [f32])| {
         let row0 = blk * mr;
         let rows = mr.min(m - row0);
@@ -216,6 +215,29 @@ fn gemm_on(
     }
 }
 
+/// (rows − 1)·stride + width: the length a matrix of `rows` rows at `stride` spans, panicking on overflow.
+fn extent(rows: usize, stride: usize, width: usize) -> usize {
+    (rows - 1)
+        .checked_mul(stride)
+        .and_then(|v| v.checked_add(width))
+        .expect("gemm: matrix extent overflows usize")
+}
+
+/// The checks that make the micro-kernels' pointer arithmetic stay inside A and C (m, n ≥ 1).
+fn check_operands(
+    a_len: usize,
+    lda: usize,
+    m: usize,
+    k: usize,
+    c_len: usize,
+    ldc: usize,
+    n: usize,
+) {
+    assert!(lda >= k && ldc >= n, "gemm: row strides too small");
+    assert!(a_len >= extent(m, lda, k), "gemm: A too short");
+    assert!(c_len >= extent(m, ldc, n), "gemm: C too short");
+}
+
 /// Like [`gemm`] (one thread, no accumulation), but each block of rows r0..r0+rows computes only the columns
 /// `band(r0, rows)` (a range; rounded out to whole panels): for products of which a banded part is used, such
 /// as the relative-position scores of attention.
@@ -232,12 +254,10 @@ pub fn gemm_banded(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(lda >= k && ldc >= n, "gemm: row strides too small");
-    assert!(a.len() >= (m - 1) * lda + k, "gemm: A too short");
-    assert!(c.len() >= (m - 1) * ldc + n, "gemm: C too short");
+    check_operands(a.len(), lda, m, k, c.len(), ldc, n);
     let isa = Isa::detect();
     let mr = isa.rows();
-    let c = &mut c[..(m - 1) * ldc + n];
+    let c = &mut c[..extent(m, ldc, n)];
     for (blk, cb) in c.chunks_mut(mr * ldc).enumerate() {
         let row0 = blk * mr;
         let rows = mr.min(m - row0);

@@ -89,6 +89,8 @@ fn rows_per_task(t: usize) -> usize {
 }
 
 /// Runs `f(rows of x, first row, this thread's two buffers)` over blocks of rows of `x` [t, d] in parallel.
+/// `f` holds the thread's buffers while it runs, so it must not itself use rayon (its products run with
+/// `parallel` false): a task stolen meanwhile on the same thread would find them borrowed.
 fn for_row_blocks(
     x: &mut [f32],
     d: usize,
@@ -200,7 +202,7 @@ impl Attention {
         let (h, dk) = (self.heads, d / self.heads);
         s.wide.resize(t * 3 * d, 0.0);
         let rows = rows_per_task(t);
-        s.wide
+        s.wide[..t * 3 * d]
             .par_chunks_mut(rows * 3 * d)
             .zip(x[..t * d].par_chunks(rows * d))
             .for_each(|(qkv, xc)| {
@@ -338,7 +340,7 @@ impl ConvModule {
         let rows = rows_per_task(t);
         // LN, the first pointwise product and the GLU, row by row, into `normed`.
         s.normed.resize(t * d, 0.0);
-        s.normed
+        s.normed[..t * d]
             .par_chunks_mut(rows * d)
             .zip(x[..t * d].par_chunks(rows * d))
             .for_each(|(g, xc)| {
@@ -652,7 +654,10 @@ impl CpuConformerCtc {
                                 for kx in 0..3 {
                                     // Output columns whose input column 2·ox + kx − 1 lies in [0, w).
                                     let lo = usize::from(kx == 0);
-                                    let hi = (wo - 1).min((w - kx) / 2);
+                                    let Some(hi) = w.checked_sub(kx).map(|r| (wo - 1).min(r / 2))
+                                    else {
+                                        continue;
+                                    };
                                     if hi < lo {
                                         continue;
                                     }
@@ -710,5 +715,81 @@ impl CpuConformerCtc {
         let mut out = vec![0f32; h * d];
         gemm(&cur, w * c, h, &self.sub_out, &mut out, d, false, true);
         (out, h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformer::ConformerEncoder;
+    use crate::ctc::CtcHead;
+    use candle_core::{Device, Tensor};
+    use candle_nn::VarMap;
+
+    /// The candle modules (checked against NeMo in tests/conformer_parity.rs) and this path on the same
+    /// random weights, for shapes the NeMo fixtures do not have.
+    fn compare(cfg: ConformerConfig, vocab: usize, lengths: &[usize]) {
+        let dev = Device::Cpu;
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
+        let encoder = ConformerEncoder::new(&cfg, vb.pp("encoder")).unwrap();
+        let head = CtcHead::new(cfg.output_dim(), vocab, vb.pp("decoder")).unwrap();
+        for (name, var) in vars.data().lock().unwrap().iter() {
+            let r = Tensor::randn(0f32, 0.3, var.shape(), &dev).unwrap();
+            let value = if name.contains("running_var") {
+                (r.abs().unwrap() + 0.5).unwrap()
+            } else {
+                r
+            };
+            var.set(&value).unwrap();
+        }
+        let fused = CpuConformerCtc::new(&cfg, vocab, &vb).unwrap();
+        let t = *lengths.iter().max().unwrap();
+        let features = Tensor::randn(0f32, 1.0, (lengths.len(), cfg.feat_in, t), &dev).unwrap();
+        // Frames beyond each length are zero, as the front-end pads them.
+        let mask: Vec<f32> = lengths
+            .iter()
+            .flat_map(|&l| {
+                (0..cfg.feat_in).flat_map(move |_| (0..t).map(move |j| (j < l) as u8 as f32))
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, features.shape(), &dev).unwrap();
+        let features = (features * mask).unwrap();
+        let (encoded, out_lengths) = encoder.forward(&features, lengths, false).unwrap();
+        let want = head.log_probs(&encoded).unwrap().to_vec3::<f32>().unwrap();
+        let rows = features.to_vec3::<f32>().unwrap();
+        for (b, &l) in lengths.iter().enumerate() {
+            let flat: Vec<f32> = rows[b].iter().flatten().copied().collect();
+            let (got, frames) = fused.log_probs(&flat, t, l).unwrap();
+            assert_eq!(frames, out_lengths[b], "{cfg:?}: frames of utterance {b}");
+            for f in 0..frames {
+                for c in 0..=vocab {
+                    let d = (got[f * (vocab + 1) + c] - want[b][f][c]).abs();
+                    assert!(d < 1e-4, "{cfg:?} utterance {b} frame {f} class {c}: {d}");
+                }
+            }
+        }
+    }
+
+    fn config(feat_in: usize, subsampling: Subsampling, factor: usize) -> ConformerConfig {
+        let mut cfg = ConformerConfig::preset("tiny", feat_in).unwrap();
+        cfg.subsampling = subsampling;
+        cfg.subsampling_factor = factor;
+        cfg.subsampling_conv_channels = 8;
+        cfg
+    }
+
+    #[test]
+    fn the_fused_path_equals_the_candle_modules_on_edge_shapes() {
+        // ×16 striding on 5 features: the frequency axis shrinks to 1 before the last stages.
+        compare(config(5, Subsampling::Striding, 16), 7, &[70, 33, 16]);
+        // ×2 dw_striding (one stage), an output projection, layer norm in the conv module, tied biases.
+        let mut cfg = config(12, Subsampling::DwStriding, 2);
+        cfg.feat_out = 24;
+        cfg.conv_norm_type = ConvNorm::LayerNorm;
+        cfg.untie_biases = false;
+        compare(cfg, 5, &[9, 2, 1]);
+        // One output frame, and more frames than a row block of the micro-kernel.
+        compare(config(20, Subsampling::DwStriding, 8), 9, &[3, 203]);
     }
 }
