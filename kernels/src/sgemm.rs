@@ -401,21 +401,9 @@ unsafe fn tile_avx512<const M: usize, const HALF: bool>(
     } else {
         ((1u32 << (cols - 16)) - 1) as __mmask16
     };
-    let (init0, init1) = if bias.is_null() {
-        (_mm512_setzero_ps(), _mm512_setzero_ps())
-    } else {
-        (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16)))
-    };
-    let mut acc = [[init0, init1]; M];
-    if accumulate {
-        for (r, row) in acc.iter_mut().enumerate() {
-            let cr = c.add(r * ldc);
-            row[0] = _mm512_add_ps(row[0], _mm512_maskz_loadu_ps(m0, cr));
-            if !HALF {
-                row[1] = _mm512_add_ps(row[1], _mm512_maskz_loadu_ps(m1, cr.add(16)));
-            }
-        }
-    }
+    // Products first, then the bias, then C: PyTorch's order (x·Wᵀ + b, then the residual), which keeps the
+    // low bits of the products when the bias or the residual is larger than they are.
+    let mut acc = [[_mm512_setzero_ps(); 2]; M];
     for i in 0..k {
         let b0 = _mm512_loadu_ps(b.add(i * NR));
         if HALF {
@@ -431,11 +419,28 @@ unsafe fn tile_avx512<const M: usize, const HALF: bool>(
             }
         }
     }
+    if !bias.is_null() {
+        let (b0, b1) = (_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16)));
+        for row in acc.iter_mut() {
+            row[0] = _mm512_add_ps(row[0], b0);
+            if !HALF {
+                row[1] = _mm512_add_ps(row[1], b1);
+            }
+        }
+    }
     for (r, row) in acc.iter().enumerate() {
         let cr = c.add(r * ldc);
-        _mm512_mask_storeu_ps(cr, m0, row[0]);
+        let mut v0 = row[0];
+        if accumulate {
+            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), v0);
+        }
+        _mm512_mask_storeu_ps(cr, m0, v0);
         if !HALF {
-            _mm512_mask_storeu_ps(cr.add(16), m1, row[1]);
+            let mut v1 = row[1];
+            if accumulate {
+                v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr.add(16)), v1);
+            }
+            _mm512_mask_storeu_ps(cr.add(16), m1, v1);
         }
     }
 }
@@ -487,18 +492,6 @@ unsafe fn tile_body<const M: usize, const FMA: bool>(
     accumulate: bool,
 ) {
     let mut acc = [[0f32; NR]; M];
-    for row in acc.iter_mut() {
-        if !bias.is_null() {
-            row.copy_from_slice(std::slice::from_raw_parts(bias, NR));
-        }
-    }
-    if accumulate {
-        for (r, row) in acc.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate().take(cols) {
-                *v += *c.add(r * ldc + j);
-            }
-        }
-    }
     for i in 0..k {
         let bi = std::slice::from_raw_parts(b.add(i * NR), NR);
         for (r, row) in acc.iter_mut().enumerate() {
@@ -512,8 +505,13 @@ unsafe fn tile_body<const M: usize, const FMA: bool>(
             }
         }
     }
+    let bias = (!bias.is_null()).then(|| std::slice::from_raw_parts(bias, NR));
     for (r, row) in acc.iter().enumerate() {
-        std::ptr::copy_nonoverlapping(row.as_ptr(), c.add(r * ldc), cols);
+        for (j, &v) in row.iter().enumerate().take(cols) {
+            let v = bias.map_or(v, |b| v + b[j]);
+            let dst = c.add(r * ldc + j);
+            *dst = if accumulate { *dst + v } else { v };
+        }
     }
 }
 
