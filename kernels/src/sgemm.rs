@@ -320,6 +320,7 @@ unsafe fn tile(
     accumulate: bool,
 ) {
     let bias = bias.map_or(std::ptr::null(), |v| v.as_ptr());
+    // `$f::<rows>(…)`, or `$f::<rows, half>(…)`, for the row counts listed.
     macro_rules! dispatch {
         ($f:ident, $($m:literal)*) => {
             match rows {
@@ -327,49 +328,23 @@ unsafe fn tile(
                 _ => unreachable!("tile of {rows} rows"),
             }
         };
+        ($f:ident [$half:literal], $($m:literal)*) => {
+            match rows {
+                $($m => $f::<$m, $half>(k, a, lda, b, bias, c, ldc, cols, accumulate),)*
+                _ => unreachable!("tile of {rows} rows"),
+            }
+        };
     }
     match isa {
+        // A panel's last columns, at most 16: one register per row.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if cols <= 16 => dispatch!(tile_avx512_half, 1 2 3 4 5 6 7 8 9 10 11 12),
+        Isa::Avx512 if cols <= 16 => dispatch!(tile_avx512 [true], 1 2 3 4 5 6 7 8 9 10 11 12),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => dispatch!(tile_avx512_full, 1 2 3 4 5 6 7 8 9 10 11 12),
+        Isa::Avx512 => dispatch!(tile_avx512 [false], 1 2 3 4 5 6 7 8 9 10 11 12),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => dispatch!(tile_avx2, 1 2 3),
         _ => dispatch!(tile_portable, 1 2 3 4),
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx512_full<const M: usize>(
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    bias: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-    accumulate: bool,
-) {
-    tile_avx512::<M, false>(k, a, lda, b, bias, c, ldc, cols, accumulate)
-}
-
-/// A panel's last columns, at most 16: one register per row.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_avx512_half<const M: usize>(
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    bias: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    cols: usize,
-    accumulate: bool,
-) {
-    tile_avx512::<M, true>(k, a, lda, b, bias, c, ldc, cols, accumulate)
 }
 
 /// M rows × 32 columns with 2·M zmm accumulators (A's rows read in place: packing them measured no faster);

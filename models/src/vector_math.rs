@@ -159,20 +159,26 @@ multiversion! {
     }
 }
 
+/// Mean and 1/√(variance + 1e-5) of a row (two passes, lane-parallel sums).
+#[inline(always)]
+fn moments(x: &[f32]) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = sum(x) / n;
+    let mut sq = [0f32; LANES];
+    let mut var = 0f32;
+    for chunk in x.chunks(LANES) {
+        for (s, &v) in sq.iter_mut().zip(chunk) {
+            *s = (v - mean) * (v - mean);
+        }
+        var += sum(&sq[..chunk.len()]);
+    }
+    (mean, 1.0 / (var / n + 1e-5).sqrt())
+}
+
 multiversion! {
     /// out = LayerNorm(x)·w + b (eps 1e-5) for one row; `out` may not alias `x` (see [`layer_norm_in_place`]).
     pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], out: &mut [f32]) {
-        let n = x.len() as f32;
-        let mean = sum(x) / n;
-        let mut sq = [0f32; LANES];
-        let mut var = 0f32;
-        for chunk in x.chunks(LANES) {
-            for (s, &v) in sq.iter_mut().zip(chunk) {
-                *s = (v - mean) * (v - mean);
-            }
-            var += sum(&sq[..chunk.len()]);
-        }
-        let inv = 1.0 / (var / n + 1e-5).sqrt();
+        let (mean, inv) = moments(x);
         for (((o, &v), &wi), &bi) in out.iter_mut().zip(x).zip(w).zip(b) {
             *o = (v - mean) * inv * wi + bi;
         }
@@ -182,17 +188,7 @@ multiversion! {
 multiversion! {
     /// x = LayerNorm(x)·w + b (eps 1e-5) for one row, in place.
     pub fn layer_norm_in_place(x: &mut [f32], w: &[f32], b: &[f32]) {
-        let n = x.len() as f32;
-        let mean = sum(x) / n;
-        let mut sq = [0f32; LANES];
-        let mut var = 0f32;
-        for chunk in x.chunks(LANES) {
-            for (s, &v) in sq.iter_mut().zip(chunk) {
-                *s = (v - mean) * (v - mean);
-            }
-            var += sum(&sq[..chunk.len()]);
-        }
-        let inv = 1.0 / (var / n + 1e-5).sqrt();
+        let (mean, inv) = moments(x);
         for ((v, &wi), &bi) in x.iter_mut().zip(w).zip(b) {
             *v = (*v - mean) * inv * wi + bi;
         }

@@ -10,16 +10,23 @@ use mezcla_models::conformer::{ConformerConfig, ConformerEncoder};
 use mezcla_models::cpu_inference::CpuConformerCtc;
 use mezcla_models::ctc::CtcHead;
 
-fn check(name: &str) {
+/// A fixture: the encoder config, the vocabulary size, and its tensors (weights, input and NeMo's output).
+fn fixture(name: &str) -> (ConformerConfig, usize, HashMap<String, Tensor>) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
             .unwrap();
     let cfg: ConformerConfig = serde_json::from_value(meta["encoder"].clone()).unwrap();
     let vocab = meta["vocab_size"].as_u64().unwrap() as usize;
+    let tensors =
+        candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
+            .unwrap();
+    (cfg, vocab, tensors)
+}
+
+fn check(name: &str) {
+    let (cfg, vocab, tensors) = fixture(name);
     let dev = Device::Cpu;
-    let tensors: HashMap<String, Tensor> =
-        candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &dev).unwrap();
     let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev);
     let encoder = ConformerEncoder::new(&cfg, vb.pp("encoder")).unwrap();
     let head = CtcHead::new(cfg.output_dim(), vocab, vb.pp("decoder")).unwrap();
@@ -71,16 +78,8 @@ fn dw_striding_conformer_ctc_with_tied_biases_and_layer_norm_matches_nemo() {
 
 /// The fused CPU inference path, one utterance at a time at its own length, against NeMo's padded batch.
 fn check_cpu_inference(name: &str) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
-            .unwrap();
-    let cfg: ConformerConfig = serde_json::from_value(meta["encoder"].clone()).unwrap();
-    let vocab = meta["vocab_size"].as_u64().unwrap() as usize;
-    let dev = Device::Cpu;
-    let tensors: HashMap<String, Tensor> =
-        candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &dev).unwrap();
-    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev);
+    let (cfg, vocab, tensors) = fixture(name);
+    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
     let model = CpuConformerCtc::new(&cfg, vocab, &vb).unwrap();
     assert_eq!(model.classes(), vocab + 1);
     let features = tensors["input.features"].to_vec3::<f32>().unwrap();
