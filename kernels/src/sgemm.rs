@@ -111,15 +111,18 @@ impl PackedB {
     }
 }
 
+/// The widest vector instruction set this CPU runs, detected once: the GEMM's micro-kernel and the
+/// inference path's row operations (`mezcla_models::vector_math`) both dispatch on it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Isa {
+pub enum Isa {
     Avx512,
     Avx2,
     Portable,
 }
 
 impl Isa {
-    fn detect() -> Self {
+    /// AVX-512F, else AVX2 with FMA, else the portable code.
+    pub fn detect() -> Self {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *ISA.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]

@@ -390,6 +390,12 @@ struct Layer {
     norm_out: Norm,
 }
 
+/// The input index that output `o` reads at tap `k` of a 3-tap, stride-2, padding-1 convolution over `len`
+/// positions, if it is inside.
+fn tap_source(o: usize, k: usize, len: usize) -> Option<usize> {
+    (2 * o + k).checked_sub(1).filter(|&i| i < len)
+}
+
 /// A 3×3 stride-2 convolution stage of the subsampling, channels-last.
 enum SubStage {
     /// The first convolution (one input channel): weight [9 taps, C] with its bias; followed by ReLU.
@@ -618,14 +624,11 @@ impl CpuConformerCtc {
                         .for_each(|(oy, row)| {
                             for (ox, dst) in row.chunks_mut(9).enumerate() {
                                 for ky in 0..3 {
-                                    let Some(iy) = (2 * oy + ky).checked_sub(1).filter(|&y| y < h)
-                                    else {
+                                    let Some(iy) = tap_source(oy, ky, h) else {
                                         continue;
                                     };
                                     for kx in 0..3 {
-                                        if let Some(ix) =
-                                            (2 * ox + kx).checked_sub(1).filter(|&v| v < w)
-                                        {
+                                        if let Some(ix) = tap_source(ox, kx, w) {
                                             dst[ky * 3 + kx] = x[iy * w + ix];
                                         }
                                     }
@@ -647,8 +650,7 @@ impl CpuConformerCtc {
                                 o.copy_from_slice(bias);
                             }
                             for ky in 0..3 {
-                                let Some(iy) = (2 * oy + ky).checked_sub(1).filter(|&y| y < h)
-                                else {
+                                let Some(iy) = tap_source(oy, ky, h) else {
                                     continue;
                                 };
                                 for kx in 0..3 {
@@ -688,13 +690,11 @@ impl CpuConformerCtc {
                             let out = &mut row[ox * c..(ox + 1) * c];
                             out.copy_from_slice(bias);
                             for ky in 0..3 {
-                                let Some(iy) = (2 * oy + ky).checked_sub(1).filter(|&y| y < h)
-                                else {
+                                let Some(iy) = tap_source(oy, ky, h) else {
                                     continue;
                                 };
                                 for kx in 0..3 {
-                                    let Some(ix) = (2 * ox + kx).checked_sub(1).filter(|&v| v < w)
-                                    else {
+                                    let Some(ix) = tap_source(ox, kx, w) else {
                                         continue;
                                     };
                                     let src = &cur[(iy * w + ix) * c..][..c];

@@ -15,40 +15,16 @@ macro_rules! multiversion {
                 unsafe fn wide($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn medium($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
-                match level() {
-                    // SAFETY: `level` reports only features this CPU has.
-                    Level::Avx512 => return unsafe { wide($($arg),*) },
-                    Level::Avx2 => return unsafe { medium($($arg),*) },
-                    Level::Base => {}
+                match mezcla_kernels::sgemm::Isa::detect() {
+                    // SAFETY: `Isa::detect` reports only features this CPU has.
+                    mezcla_kernels::sgemm::Isa::Avx512 => return unsafe { wide($($arg),*) },
+                    mezcla_kernels::sgemm::Isa::Avx2 => return unsafe { medium($($arg),*) },
+                    mezcla_kernels::sgemm::Isa::Portable => {}
                 }
             }
             body($($arg),*)
         }
     };
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Level {
-    Avx512,
-    Avx2,
-    Base,
-}
-
-#[allow(dead_code)]
-fn level() -> Level {
-    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Level::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Level::Avx2;
-            }
-        }
-        Level::Base
-    })
 }
 
 const LANES: usize = 16;
