@@ -18,6 +18,7 @@ import random
 import sys
 import time
 
+import jiwer
 import numpy as np
 import sentencepiece as spm
 import soundfile as sf
@@ -40,6 +41,8 @@ ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--out", default="bench/out/nemo_probe.jsonl")
 args = ap.parse_args()
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import asr_common as C  # noqa: E402
 from nemo.collections.asr.losses.ctc import CTCLoss
 from nemo.collections.asr.modules import AudioToMelSpectrogramPreprocessor, ConformerEncoder, ConvASRDecoder
 
@@ -99,15 +102,12 @@ def batches():
         epoch += 1
 
 
-pre = AudioToMelSpectrogramPreprocessor(sample_rate=16000, normalize="per_feature", window_size=0.025,
-                                        window_stride=0.01, window="hann", features=80, n_fft=512, log=True,
-                                        frame_splicing=1, dither=1e-5, pad_to=0, pad_value=0.0)
-enc = ConformerEncoder(feat_in=80, feat_out=-1, n_layers=args.layers, d_model=176,
-                       subsampling=args.subsampling, subsampling_factor=args.factor,
-                       subsampling_conv_channels=-1, ff_expansion_factor=4, self_attention_model="rel_pos",
-                       n_heads=4, xscaling=True, untie_biases=True, pos_emb_max_len=5000, conv_kernel_size=31,
-                       conv_norm_type="batch_norm", dropout=0.0, dropout_pre_encoder=0.0, dropout_emb=0.0,
-                       dropout_att=0.0)
+# mezcla's `small` front-end and encoder (bench/asr_common.py), with the recipe's depth and subsampling.
+cfg = C.nemo_cfg(tokdir, dropout=0.0)
+pre = AudioToMelSpectrogramPreprocessor(**{k: v for k, v in cfg["preprocessor"].items() if k != "_target_"})
+enc_cfg = {k: v for k, v in cfg["encoder"].items() if k != "_target_"}
+enc_cfg.update(n_layers=args.layers, subsampling=args.subsampling, subsampling_factor=args.factor)
+enc = ConformerEncoder(**enc_cfg)
 dec = ConvASRDecoder(feat_in=176, num_classes=vocab)
 loss_fn = CTCLoss(num_classes=vocab, zero_infinity=True, reduction="mean_batch")
 params = list(enc.parameters()) + list(dec.parameters())
@@ -136,20 +136,9 @@ def forward(x, lens):
     return dec(encoder_output=e), el
 
 
-def cer(ref, hyp):
-    r, h = list(ref), list(hyp)
-    d = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h) + 1):
-            cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
-            prev, d[j] = d[j], cur
-    return d[len(h)]
-
-
 def evaluate():
     enc.eval(); dec.eval(); pre.eval()
-    errs = chars = 0
+    refs, hyps = [], []
     with torch.no_grad():
         for item in val:
             x, lens = pad([item])
@@ -165,10 +154,10 @@ def evaluate():
                 lang = "en" if t < offsets["es"] else "es"
                 words.append(sps[lang].id_to_piece(t - offsets[lang]))
             hyp = "".join(words).replace("\u2581", " ").strip()
-            errs += cer(item[3], hyp)
-            chars += len(item[3])
+            refs.append(item[3])
+            hyps.append(hyp)
     enc.train(); dec.train(); pre.train()
-    return errs / max(chars, 1), hyp
+    return jiwer.cer(refs, hyps), hyp
 
 
 log = open(args.out, "w")
