@@ -1,9 +1,9 @@
-//! Conv2d as im2col (a candle custom op with its col2im backward) and one matmul, for the subsampling stack.
+//! Conv2d for the subsampling stack: direct kernels for the depthwise and one-input-channel convolutions, im2col and one matmul for the rest, all with their backward.
 //!
 //! candle's own conv2d backward gives wrongly shaped gradients for strided convolutions whose input size is
 //! not a multiple of the stride, and its grouped convolution has no backward; this path has neither problem.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -111,6 +111,231 @@ impl CustomOp1 for Im2Col {
     }
 }
 
+/// A convolution in which every output channel reads one input plane: depthwise (output channel `c` reads
+/// input channel `c`) or from a single input channel (every output channel reads channel 0). x [B, C, H, W],
+/// weight [Cout, 1, k, k] → [B, Cout, Ho, Wo], computed plane by plane with no column buffer.
+///
+/// Each input plane is first zero-padded and split by column phase (`x mod stride`), so that every kernel tap
+/// reads a contiguous run of a row: `padded[y][ox·stride + kx]` is `phases[kx mod stride][y][ox + kx / stride]`.
+struct PlaneConv {
+    k: usize,
+    stride: usize,
+    padding: usize,
+}
+
+/// Sizes of the padded, phase-split planes.
+#[derive(Debug, Clone, Copy)]
+struct Phased {
+    /// Padded height.
+    hp: usize,
+    /// Width of one phase.
+    wq: usize,
+}
+
+impl Phased {
+    fn new(g: &Geometry) -> Self {
+        Self {
+            hp: g.h + 2 * g.padding,
+            wq: (g.w + 2 * g.padding).div_ceil(g.stride),
+        }
+    }
+
+    fn plane_len(&self, g: &Geometry) -> usize {
+        g.stride * self.hp * self.wq
+    }
+
+    /// The run of `len` values that tap (ky, kx) reads for output row `oy`.
+    #[inline]
+    fn run<'a>(
+        &self,
+        g: &Geometry,
+        plane: &'a [f32],
+        oy: usize,
+        ky: usize,
+        kx: usize,
+        len: usize,
+    ) -> &'a [f32] {
+        let row = (kx % g.stride) * self.hp + oy * g.stride + ky;
+        &plane[row * self.wq + kx / g.stride..][..len]
+    }
+
+    /// Pads and phase-splits `planes` planes of `x` ([planes, H, W]).
+    fn split(&self, g: &Geometry, x: &[f32], planes: usize) -> Vec<f32> {
+        let len = self.plane_len(g);
+        let mut out = vec![0f32; planes * len];
+        out.par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(plane, dst)| {
+                let src = &x[plane * g.h * g.w..][..g.h * g.w];
+                for y in 0..g.h {
+                    for (xx, &v) in src[y * g.w..][..g.w].iter().enumerate() {
+                        let xp = xx + g.padding;
+                        dst[((xp % g.stride) * self.hp + y + g.padding) * self.wq
+                            + xp / g.stride] = v;
+                    }
+                }
+            });
+        out
+    }
+
+    /// The inverse of `split` for gradients: reads the unpadded values of one phase-split plane.
+    fn fold(&self, g: &Geometry, phased: &[f32], img: &mut [f32]) {
+        for y in 0..g.h {
+            for (xx, v) in img[y * g.w..][..g.w].iter_mut().enumerate() {
+                let xp = xx + g.padding;
+                *v = phased[((xp % g.stride) * self.hp + y + g.padding) * self.wq + xp / g.stride];
+            }
+        }
+    }
+}
+
+impl PlaneConv {
+    fn geometry(&self, x: &Layout, w: &Layout) -> Result<(usize, usize, Geometry)> {
+        let (b, c, h, wd) = x.shape().dims4()?;
+        let (cout, one, k, k2) = w.shape().dims4()?;
+        if one != 1 || k != self.k || k2 != self.k || !(c == cout || c == 1) {
+            candle_core::bail!(
+                "plane conv: weight {:?} does not fit input {:?}",
+                w.shape(),
+                x.shape()
+            );
+        }
+        Ok((
+            b,
+            cout,
+            Geometry::new(c, h, wd, k, self.stride, self.padding)?,
+        ))
+    }
+
+    /// The input plane that output channel `co` reads.
+    #[inline]
+    fn source_plane(g: &Geometry, co: usize) -> usize {
+        if g.c == 1 {
+            0
+        } else {
+            co
+        }
+    }
+}
+
+fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, e))) => Ok(&v[a..e]),
+        _ => candle_core::bail!("plane conv needs a contiguous f32 {what}"),
+    }
+}
+
+impl CustomOp2 for PlaneConv {
+    fn name(&self) -> &'static str {
+        "plane-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, cout, g) = self.geometry(xl, wl)?;
+        let x = contiguous_f32(xs, xl, "input")?;
+        let wt = contiguous_f32(ws, wl, "weight")?;
+        let ph = Phased::new(&g);
+        let phased = ph.split(&g, x, b * g.c);
+        let (k, plane_len, plane_out) = (g.k, ph.plane_len(&g), g.ho * g.wo);
+        let mut out = vec![0f32; b * cout * plane_out];
+        out.par_chunks_mut(plane_out)
+            .enumerate()
+            .for_each(|(plane, dst)| {
+                let (bi, co) = (plane / cout, plane % cout);
+                let src =
+                    &phased[(bi * g.c + Self::source_plane(&g, co)) * plane_len..][..plane_len];
+                let taps = &wt[co * k * k..][..k * k];
+                for (oy, row) in dst.chunks_exact_mut(g.wo).enumerate() {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let tap = taps[ky * k + kx];
+                            let run = ph.run(&g, src, oy, ky, kx, g.wo);
+                            for (o, &v) in row.iter_mut().zip(run) {
+                                *o += tap * v;
+                            }
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, cout, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, cout, g) = self.geometry(x.layout(), weight.layout())?;
+        let ph = Phased::new(&g);
+        let (k, plane_len, plane_out) = (g.k, ph.plane_len(&g), g.ho * g.wo);
+        let gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let ws = weight.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let phased = ph.split(
+            &g,
+            &x.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
+            b * g.c,
+        );
+        // Weight gradient: one output channel per task, summed over the batch.
+        let mut dw = vec![0f32; cout * k * k];
+        dw.par_chunks_mut(k * k).enumerate().for_each(|(co, taps)| {
+            for bi in 0..b {
+                let src =
+                    &phased[(bi * g.c + Self::source_plane(&g, co)) * plane_len..][..plane_len];
+                let up = &gs[(bi * cout + co) * plane_out..][..plane_out];
+                for (oy, row) in up.chunks_exact(g.wo).enumerate() {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let run = ph.run(&g, src, oy, ky, kx, g.wo);
+                            taps[ky * k + kx] +=
+                                row.iter().zip(run).map(|(a, b)| a * b).sum::<f32>();
+                        }
+                    }
+                }
+            }
+        });
+        let dw = Tensor::from_vec(dw, weight.shape(), weight.device())?;
+        // Input gradient, only when something upstream needs it (not for the features).
+        if !x.track_op() {
+            return Ok((None, Some(dw)));
+        }
+        let mut dx = vec![0f32; b * g.c * g.h * g.w];
+        dx.par_chunks_mut(g.h * g.w)
+            .enumerate()
+            .for_each(|(plane, img)| {
+                let (bi, ci) = (plane / g.c, plane % g.c);
+                let mut acc = vec![0f32; plane_len];
+                // Depthwise: the one output channel of this plane; one input channel: all of them.
+                let channels = if g.c == 1 { 0..cout } else { ci..ci + 1 };
+                for co in channels {
+                    let up = &gs[(bi * cout + co) * plane_out..][..plane_out];
+                    let taps = &ws[co * k * k..][..k * k];
+                    for (oy, row) in up.chunks_exact(g.wo).enumerate() {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let tap = taps[ky * k + kx];
+                                let at = ((kx % g.stride) * ph.hp + oy * g.stride + ky) * ph.wq
+                                    + kx / g.stride;
+                                for (a, &v) in acc[at..at + g.wo].iter_mut().zip(row) {
+                                    *a += tap * v;
+                                }
+                            }
+                        }
+                    }
+                }
+                ph.fold(&g, &acc, img);
+            });
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(dw)))
+    }
+}
+
 /// Conv2d of `x` [B, C, H, W] with a square `weight` [Cout, C/groups, k, k]; `groups` is 1 or C (depthwise).
 pub fn conv2d(
     x: &Tensor,
@@ -124,6 +349,16 @@ pub fn conv2d(
     let (cout, cin_g, k, k2) = weight.dims4()?;
     if k != k2 {
         candle_core::bail!("conv2d: only square kernels, got {k}x{k2}");
+    }
+    // Depthwise, or one input channel: every output plane reads one input plane, so no column buffer.
+    if cin_g == 1 && ((groups == c && cout == c) || (groups == 1 && c == 1)) {
+        let y = x
+            .contiguous()?
+            .apply_op2(&weight.contiguous()?, PlaneConv { k, stride, padding })?;
+        return match bias {
+            Some(bias) => crate::channel::add_channel_bias(&y, bias, 1),
+            None => Ok(y),
+        };
     }
     let cols = x.contiguous()?.apply_op1(Im2Col { k, stride, padding })?; // [B, P, C·k·k]
     let p = cols.dim(1)?;
