@@ -628,6 +628,33 @@ impl ConformerEncoder {
         lengths: &[usize],
         train: bool,
     ) -> Result<(Tensor, Vec<usize>)> {
+        let (x, lengths, _) = self.forward_capturing(features, lengths, train, &[])?;
+        Ok((x, lengths))
+    }
+
+    /// [`Self::forward`], also returning the outputs of the layers in `capture` (0-based, as NeMo's
+    /// `interctc.apply_at_layers`), each through the output projection like the final output: [B, d_out, T'].
+    pub fn forward_capturing(
+        &self,
+        features: &Tensor,
+        lengths: &[usize],
+        train: bool,
+        capture: &[usize],
+    ) -> Result<(Tensor, Vec<usize>, Vec<Tensor>)> {
+        if let Some(&bad) = capture.iter().find(|&&l| l >= self.layers.len()) {
+            candle_core::bail!(
+                "cannot capture layer {bad}: the encoder has {} layers (0-based indices)",
+                self.layers.len()
+            );
+        }
+        let project = |x: &Tensor| -> Result<Tensor> {
+            let x = match &self.out_proj {
+                Some(p) => x.apply(p)?,
+                None => x.clone(),
+            };
+            x.transpose(1, 2)?.contiguous()
+        };
+        let mut captured = vec![None; capture.len()];
         let x = features.transpose(1, 2)?.contiguous()?;
         let (x, lengths) = self.pre_encode.forward(&x, lengths)?;
         let (b, t, d) = x.dims3()?;
@@ -642,13 +669,14 @@ impl ConformerEncoder {
         let valid = time_mask(&lengths, b, t, x.device())?;
         let att_mask = valid.unsqueeze(2)?.broadcast_mul(&valid.unsqueeze(1)?)?; // [B, T, T]
         let mut x = x;
-        for layer in &self.layers {
+        for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x, &pos_emb, &att_mask, &valid, train)?;
+            for (slot, _) in captured.iter_mut().zip(capture).filter(|(_, &at)| at == i) {
+                *slot = Some(project(&x)?);
+            }
         }
-        if let Some(p) = &self.out_proj {
-            x = x.apply(p)?;
-        }
-        Ok((x.transpose(1, 2)?.contiguous()?, lengths))
+        let captured = captured.into_iter().flatten().collect();
+        Ok((project(&x)?, lengths, captured))
     }
 
     /// Number of parameters of an encoder with this configuration.

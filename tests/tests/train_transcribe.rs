@@ -375,6 +375,61 @@ fn a_run_started_from_a_trained_model_continues_from_its_weights() {
 }
 
 #[test]
+fn intermediate_ctc_losses_are_trained_and_logged() {
+    let (dir, _) = trained();
+    let base = std::fs::read_to_string(write_config(dir.path(), "interctc", 3, 3)).unwrap();
+    let cfg = dir.path().join("interctc.toml");
+    std::fs::write(
+        &cfg,
+        format!("{base}\n[interctc]\nloss_weights = [0.3]\napply_at_layers = [0]\n"),
+    )
+    .unwrap();
+    ok(&["train", "--config", cfg.to_str().unwrap()]);
+    let metrics = std::fs::read_to_string(dir.path().join("interctc/metrics.jsonl")).unwrap();
+    let lines: Vec<Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for line in &lines {
+        // The optimised loss is NeMo's weighted sum of the final and the layer-0 CTC losses.
+        let total = line["loss"].as_f64().unwrap();
+        let final_loss = line["final_loss"].as_f64().unwrap();
+        let inter = line["inter_ctc_loss"]["l0"].as_f64().unwrap();
+        assert!(
+            (total - (0.7 * final_loss + 0.3 * inter)).abs() <= 1e-3 * total,
+            "{line}"
+        );
+        assert!((final_loss - inter).abs() > 1e-3, "{line}");
+    }
+
+    // A layer the model does not have, and weights that leave nothing to the final loss: one-line errors.
+    for (section, needle) in [
+        (
+            "loss_weights = [0.3]\napply_at_layers = [2]",
+            "apply_at_layers has 2",
+        ),
+        (
+            "loss_weights = [0.5, 0.5]\napply_at_layers = [0, 1]",
+            "sum to 1",
+        ),
+        (
+            "loss_weights = [0.3]\napply_at_layers = [0, 1]",
+            "apply_at_layers has 2",
+        ),
+    ] {
+        let bad = dir.path().join("interctc_bad.toml");
+        let text = base.replace("out_dir = \"interctc\"", "out_dir = \"interctc_bad\"");
+        std::fs::write(&bad, format!("{text}\n[interctc]\n{section}\n")).unwrap();
+        let err = fails(&["train", "--config", bad.to_str().unwrap()]);
+        assert!(
+            err.contains("interctc") && err.contains(needle) && err.lines().count() == 1,
+            "{section}: {err}"
+        );
+    }
+}
+
+#[test]
 fn training_config_errors_are_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");

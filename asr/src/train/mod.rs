@@ -2,9 +2,10 @@
 
 pub mod curve;
 pub mod data;
+pub mod interctc;
 pub mod optim;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,13 +15,14 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use mezcla_datagen::cs::plan::{PlanConfig, Pool};
 use mezcla_datagen::cs::synth::{AudioConfig, Level};
-use mezcla_kernels::{ctc_loss, CtcOptions, Reduction};
+use mezcla_kernels::{CtcOptions, Reduction};
 use mezcla_models::conformer::ConformerConfig;
 use mezcla_models::specaug::{SpecAugConfig, SpecAugment};
 use mezcla_tokenizer::ConcatTokenizer;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{save_model, AsrModel, DecodeOptions, ModelConfig};
+use interctc::{ctc_losses, InterCtcConfig};
 use optim::{AdamW, Schedule};
 
 fn d_max_duration() -> f64 {
@@ -103,6 +105,9 @@ pub struct TrainConfig {
     /// On-the-fly code-switched mixing of monolingual manifests.
     #[serde(default)]
     pub cs_mixing: Option<CsMixingConfig>,
+    /// NeMo's intermediate CTC losses on chosen encoder layers; absent: the final CTC loss only.
+    #[serde(default)]
+    pub interctc: InterCtcConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -303,6 +308,9 @@ impl TrainConfig {
                 path.display()
             );
         }
+        cfg.interctc
+            .validate(usize::MAX)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if cfg.model.is_none() && cfg.encoder.is_none() && cfg.init_from.is_none() {
             bail!(
                 "{}: give `model` (a preset), an `[encoder]` table or `init_from` (a trained model)",
@@ -325,11 +333,18 @@ struct CheckpointState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetricsLine {
     pub step: u64,
-    /// CTC loss (summed over each utterance's tokens, averaged over the batch, as NeMo's `mean_batch`).
+    /// The optimised loss: CTC (summed over each utterance's tokens, averaged over the batch, as NeMo's
+    /// `mean_batch`), with `interctc`: the weighted sum of the final and intermediate CTC losses.
     pub loss: f64,
-    /// The same loss per target token: comparable across batches of different lengths.
+    /// The final CTC loss per target token: comparable across batches of different lengths.
     #[serde(default)]
     pub loss_per_token: f64,
+    /// With `interctc`: the final CTC loss, unweighted (NeMo's `final_loss`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_loss: Option<f64>,
+    /// With `interctc`: each captured layer's CTC loss, unweighted, by `l<layer>` (NeMo's `inter_ctc_loss_l<layer>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inter_ctc_loss: Option<BTreeMap<String, f64>>,
     pub lr: f64,
     pub grad_norm: f64,
     pub steps_per_second: f64,
@@ -547,6 +562,10 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
     let vars = VarMap::new();
     let vb = VarBuilder::from_varmap(&vars, DType::F32, &device);
     let model = AsrModel::build(mc.clone(), tokenizer.clone(), vb, &device)?;
+    // The layer range needs the model's depth, known only now (a preset, `[encoder]` or `init_from`).
+    if let Err(e) = cfg.interctc.validate(mc.encoder.n_layers) {
+        bail!("the train config's {e}");
+    }
     // Seeded initial weights: candle's initialisers draw from an unseeded generator, so every variable is
     // re-drawn here from the run's seed with the same distribution family (uniform ±1/sqrt(fan_in)).
     init_weights(&vars, cfg.seed)?;
@@ -682,33 +701,36 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
         let mut grads: HashMap<String, Tensor> = HashMap::new();
         let mut loss_sum = 0f64;
         let mut loss_per_token = 0f64;
+        let mut final_sum: Option<f64> = None;
+        let mut inter_sums: Option<BTreeMap<String, f64>> = None;
         for _ in 0..accumulate {
             let batch = rx.recv().context("the data loader stopped")??;
             mezcla_models::layers::seed_dropout(data::derive_seed(cfg.seed, 6, batch.index));
-            let (enc, lens) = model
-                .encoder
-                .forward(&batch.features, &batch.lengths, true)?;
-            let logits = model.head.logits(&enc)?;
-            let in_lens = Tensor::from_vec(
-                lens.iter().map(|&l| l as u32).collect::<Vec<_>>(),
-                lens.len(),
-                &device,
+            let losses = ctc_losses(
+                &model.encoder,
+                &model.head,
+                &batch.features,
+                &batch.lengths,
+                &batch.targets,
+                &batch.target_lengths,
+                &cfg.interctc,
+                &ctc,
+                true,
             )?;
-            let tgt_lens = Tensor::from_vec(
-                batch
-                    .target_lengths
-                    .iter()
-                    .map(|&l| l as u32)
-                    .collect::<Vec<_>>(),
-                batch.target_lengths.len(),
-                &device,
-            )?;
-            let loss = ctc_loss(&logits, &batch.targets, &in_lens, &tgt_lens, &ctc)?;
-            let loss = (loss / accumulate as f64)?;
+            let loss = (losses.total / accumulate as f64)?;
             let value = loss.to_scalar::<f32>()? as f64;
             loss_sum += value;
+            let final_value = losses.final_loss.to_scalar::<f32>()? as f64 / accumulate as f64;
             let tokens = batch.target_lengths.iter().sum::<usize>().max(1) as f64;
-            loss_per_token += value * batch.target_lengths.len() as f64 / tokens;
+            loss_per_token += final_value * batch.target_lengths.len() as f64 / tokens;
+            if cfg.interctc.enabled() {
+                *final_sum.get_or_insert(0.0) += final_value;
+                let inter = inter_sums.get_or_insert_with(BTreeMap::new);
+                for (layer, l) in &losses.intermediate {
+                    *inter.entry(format!("l{layer}")).or_insert(0.0) +=
+                        l.to_scalar::<f32>()? as f64 / accumulate as f64;
+                }
+            }
             let g = loss.backward()?;
             for (name, var) in opt.vars() {
                 if let Some(t) = g.get(var.as_tensor()) {
@@ -746,6 +768,8 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
             step,
             loss: loss_sum,
             loss_per_token,
+            final_loss: final_sum,
+            inter_ctc_loss: inter_sums,
             lr,
             grad_norm,
             steps_per_second: sps,
