@@ -25,7 +25,15 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 fn forward_and_gradients_match_pytorch() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conv2d.safetensors");
     let t: HashMap<String, Tensor> = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
-    for case in ["first", "second", "depthwise", "pointwise"] {
+    for case in [
+        "first",
+        "second",
+        "depthwise",
+        "pointwise",
+        "depthwise_k5_s1",
+        "depthwise_k3_s2_p0",
+        "first_k4_s3",
+    ] {
         let get = |n: &str| t[&format!("{case}.{n}")].clone();
         let geo = get("geometry").to_vec1::<i64>().unwrap();
         let (stride, padding, groups) = (geo[0] as usize, geo[1] as usize, geo[2] as usize);
