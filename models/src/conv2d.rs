@@ -168,10 +168,12 @@ impl Phased {
             .for_each(|(plane, dst)| {
                 let src = &x[plane * g.h * g.w..][..g.h * g.w];
                 for y in 0..g.h {
-                    for (xx, &v) in src[y * g.w..][..g.w].iter().enumerate() {
-                        let xp = xx + g.padding;
-                        dst[((xp % g.stride) * self.hp + y + g.padding) * self.wq
-                            + xp / g.stride] = v;
+                    let line = &src[y * g.w..][..g.w];
+                    for (phase, first, col) in self.phases(g) {
+                        let row = &mut dst[(phase * self.hp + y + g.padding) * self.wq + col..];
+                        for (d, &v) in row.iter_mut().zip(line[first..].iter().step_by(g.stride)) {
+                            *d = v;
+                        }
                     }
                 }
             });
@@ -181,11 +183,25 @@ impl Phased {
     /// The inverse of `split` for gradients: reads the unpadded values of one phase-split plane.
     fn fold(&self, g: &Geometry, phased: &[f32], img: &mut [f32]) {
         for y in 0..g.h {
-            for (xx, v) in img[y * g.w..][..g.w].iter_mut().enumerate() {
-                let xp = xx + g.padding;
-                *v = phased[((xp % g.stride) * self.hp + y + g.padding) * self.wq + xp / g.stride];
+            let line = &mut img[y * g.w..][..g.w];
+            for (phase, first, col) in self.phases(g) {
+                let row = &phased[(phase * self.hp + y + g.padding) * self.wq + col..];
+                for (v, &p) in line[first..].iter_mut().step_by(g.stride).zip(row) {
+                    *v = p;
+                }
             }
         }
+    }
+
+    /// For each column phase: (phase, the first input column in it, that column's place in the phase's row).
+    fn phases(&self, g: &Geometry) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (s, p, w) = (g.stride, g.padding, g.w);
+        (0..s)
+            .map(move |phase| {
+                let first = (phase + s - p % s) % s;
+                (phase, first, (first + p) / s)
+            })
+            .filter(move |&(_, first, _)| first < w)
     }
 }
 
@@ -355,6 +371,19 @@ pub fn conv2d(
         let y = x
             .contiguous()?
             .apply_op2(&weight.contiguous()?, PlaneConv { k, stride, padding })?;
+        return match bias {
+            Some(bias) => crate::channel::add_channel_bias(&y, bias, 1),
+            None => Ok(y),
+        };
+    }
+    // Pointwise: one batched matmul on the channels-first planes, no transposes.
+    if k == 1 && stride == 1 && padding == 0 && groups == 1 && cin_g == c {
+        let (h, w) = (x.dim(2)?, x.dim(3)?);
+        let y = weight
+            .reshape((cout, c))?
+            .broadcast_left(b)?
+            .matmul(&x.contiguous()?.reshape((b, c, h * w))?)?
+            .reshape((b, cout, h, w))?;
         return match bias {
             Some(bias) => crate::channel::add_channel_bias(&y, bias, 1),
             None => Ok(y),
