@@ -285,16 +285,22 @@ impl ConvSubsampling {
     pub fn forward(&self, x: &Tensor, lengths: &[usize]) -> Result<(Tensor, Vec<usize>)> {
         let mut lengths = lengths.to_vec();
         let mut x = mask_time_4d(&x.unsqueeze(1)?, &lengths)?;
-        for layer in &self.layers {
+        let mut layers = self.layers.iter().peekable();
+        while let Some(layer) = layers.next() {
             x = match layer {
                 SubLayer::Conv(conv) => {
-                    let y = conv.forward(&x)?;
                     if conv.strided() {
                         for l in &mut lengths {
                             *l = if *l == 0 { 0 } else { (*l - 1) / 2 + 1 };
                         }
                     }
-                    mask_time_4d(&y, &lengths)?
+                    if matches!(layers.peek(), Some(SubLayer::Relu)) {
+                        // Convolution, mask and ReLU in one op.
+                        layers.next();
+                        conv.forward_relu_masked(&x, &lengths)?
+                    } else {
+                        mask_time_4d(&conv.forward(&x)?, &lengths)?
+                    }
                 }
                 SubLayer::Relu => x.relu()?,
             };

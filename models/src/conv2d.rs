@@ -3,7 +3,7 @@
 //! candle's own conv2d backward gives wrongly shaped gradients for strided convolutions whose input size is
 //! not a multiple of the stride, and its grouped convolution has no backward; this path has neither problem.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -241,21 +241,17 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [
     }
 }
 
-impl CustomOp2 for PlaneConv {
-    fn name(&self) -> &'static str {
-        "plane-conv2d"
-    }
-
-    fn cpu_fwd(
+impl PlaneConv {
+    /// The convolution of `x` by `wt`, then, when `epilogue` gives the bias and the valid output rows
+    /// (time frames) of each batch item, `max(y + bias, 0)` on those rows and 0 on the others.
+    fn forward_planes(
         &self,
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (b, cout, g) = self.geometry(xl, wl)?;
-        let x = contiguous_f32(xs, xl, "input")?;
-        let wt = contiguous_f32(ws, wl, "weight")?;
+        x: (&[f32], &Layout),
+        wt: (&[f32], &Layout),
+        epilogue: Option<(&[f32], &[usize])>,
+    ) -> Result<(Vec<f32>, Shape)> {
+        let (b, cout, g) = self.geometry(x.1, wt.1)?;
+        let (x, wt) = (x.0, wt.0);
         let ph = Phased::new(&g);
         let phased = ph.split(&g, x, b * g.c);
         let (k, plane_len, plane_out) = (g.k, ph.plane_len(&g), g.ho * g.wo);
@@ -268,6 +264,11 @@ impl CustomOp2 for PlaneConv {
                     &phased[(bi * g.c + Self::source_plane(&g, co)) * plane_len..][..plane_len];
                 let taps = &wt[co * k * k..][..k * k];
                 for (oy, row) in dst.chunks_exact_mut(g.wo).enumerate() {
+                    if let Some((_, valid)) = epilogue {
+                        if oy >= valid[bi] {
+                            continue; // stays 0
+                        }
+                    }
                     for ky in 0..k {
                         for kx in 0..k {
                             let tap = taps[ky * k + kx];
@@ -277,22 +278,28 @@ impl CustomOp2 for PlaneConv {
                             }
                         }
                     }
+                    if let Some((bias, _)) = epilogue {
+                        let bias = bias[co];
+                        for o in row.iter_mut() {
+                            *o = (*o + bias).max(0.0);
+                        }
+                    }
                 }
             });
-        Ok((CpuStorage::F32(out), Shape::from((b, cout, g.ho, g.wo))))
+        Ok((out, Shape::from((b, cout, g.ho, g.wo))))
     }
 
-    fn bwd(
+    /// The gradients w.r.t. the input (only if `x` needs one) and the weight, for the upstream gradient `gs`
+    /// of the convolution's output.
+    fn backward_planes(
         &self,
         x: &Tensor,
         weight: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        gs: &[f32],
+    ) -> Result<(Option<Tensor>, Tensor)> {
         let (b, cout, g) = self.geometry(x.layout(), weight.layout())?;
         let ph = Phased::new(&g);
         let (k, plane_len, plane_out) = (g.k, ph.plane_len(&g), g.ho * g.wo);
-        let gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let ws = weight.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
         let phased = ph.split(
             &g,
@@ -320,7 +327,7 @@ impl CustomOp2 for PlaneConv {
         let dw = Tensor::from_vec(dw, weight.shape(), weight.device())?;
         // Input gradient, only when something upstream needs it (not for the features).
         if !x.track_op() {
-            return Ok((None, Some(dw)));
+            return Ok((None, dw));
         }
         let mut dx = vec![0f32; b * g.c * g.h * g.w];
         dx.par_chunks_mut(g.h * g.w)
@@ -348,8 +355,149 @@ impl CustomOp2 for PlaneConv {
                 }
                 ph.fold(&g, &acc, img);
             });
-        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(dw)))
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), dw))
     }
+}
+
+impl CustomOp2 for PlaneConv {
+    fn name(&self) -> &'static str {
+        "plane-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(xs, xl, "input")?;
+        let wt = contiguous_f32(ws, wl, "weight")?;
+        let (out, shape) = self.forward_planes((x, xl), (wt, wl), None)?;
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let (dx, dw) = self.backward_planes(x, weight, &gs)?;
+        Ok((dx, Some(dw)))
+    }
+}
+
+/// [`PlaneConv`] with a fused epilogue: bias, time mask and ReLU (the first layer of the subsampling stack),
+/// `relu(conv(x) + bias)` on each batch item's first `valid[b]` output rows and 0 on the rest. One pass over
+/// the largest activation of the model instead of four, forward and backward.
+struct PlaneConvBiasRelu {
+    conv: PlaneConv,
+    valid: Vec<usize>,
+}
+
+impl CustomOp3 for PlaneConvBiasRelu {
+    fn name(&self) -> &'static str {
+        "plane-conv2d-bias-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(xs, xl, "input")?;
+        let wt = contiguous_f32(ws, wl, "weight")?;
+        let bias = contiguous_f32(bs, bl, "bias")?;
+        let (b, cout, _) = self.conv.geometry(xl, wl)?;
+        if bias.len() != cout || self.valid.len() != b {
+            candle_core::bail!(
+                "plane conv: {} biases and {} lengths for {cout} channels and {b} items",
+                bias.len(),
+                self.valid.len()
+            );
+        }
+        let (out, shape) =
+            self.conv
+                .forward_planes((x, xl), (wt, wl), Some((bias, &self.valid)))?;
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (_, cout, g) = self.conv.geometry(x.layout(), weight.layout())?;
+        let plane_out = g.ho * g.wo;
+        // Through the ReLU and the mask: the gradient flows where the output is positive.
+        let mut gs = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let ys = res.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        gs.par_chunks_mut(plane_out)
+            .zip(ys.par_chunks(plane_out))
+            .for_each(|(gp, yp)| {
+                for (gv, &yv) in gp.iter_mut().zip(yp) {
+                    if yv <= 0.0 {
+                        *gv = 0.0;
+                    }
+                }
+            });
+        let mut db = vec![0f32; cout];
+        db.par_iter_mut().enumerate().for_each(|(co, d)| {
+            *d = gs
+                .chunks_exact(plane_out)
+                .skip(co)
+                .step_by(cout)
+                .map(|p| p.iter().sum::<f32>())
+                .sum();
+        });
+        let db = Tensor::from_vec(db, bias.shape(), bias.device())?;
+        let (dx, dw) = self.conv.backward_planes(x, weight, &gs)?;
+        Ok((dx, Some(dw), Some(db)))
+    }
+}
+
+/// `relu(conv2d(x, weight) + bias)` with each batch item's output time frames (dim 2) from `valid[b]` on set
+/// to 0, as NeMo's subsampling does after its first convolution (conv, mask, ReLU). A fused kernel for the
+/// depthwise and one-input-channel convolutions; the composed ops otherwise.
+pub fn conv2d_bias_relu_masked(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+    valid: &[usize],
+) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    let (cout, cin_g, k, k2) = weight.dims4()?;
+    if k == k2 && cin_g == 1 && ((groups == c && cout == c) || (groups == 1 && c == 1)) {
+        return x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            PlaneConvBiasRelu {
+                conv: PlaneConv { k, stride, padding },
+                valid: valid.to_vec(),
+            },
+        );
+    }
+    let y = conv2d(x, weight, Some(bias), stride, padding, groups)?;
+    let (b, _, t, _) = y.dims4()?;
+    let mut mask = vec![0f32; b * t];
+    for (i, &l) in valid.iter().enumerate() {
+        mask[i * t..i * t + l.min(t)].fill(1.0);
+    }
+    y.broadcast_mul(&Tensor::from_vec(mask, (b, 1, t, 1), y.device())?)?
+        .relu()
 }
 
 /// Conv2d of `x` [B, C, H, W] with a square `weight` [Cout, C/groups, k, k]; `groups` is 1 or C (depthwise).
@@ -463,6 +611,19 @@ impl Conv2dLayer {
             self.stride,
             self.padding,
             self.groups,
+        )
+    }
+
+    /// `relu(self.forward(x))` with each batch item's output frames from `valid[b]` on set to 0.
+    pub fn forward_relu_masked(&self, x: &Tensor, valid: &[usize]) -> Result<Tensor> {
+        conv2d_bias_relu_masked(
+            x,
+            &self.weight,
+            &self.bias,
+            self.stride,
+            self.padding,
+            self.groups,
+            valid,
         )
     }
 
