@@ -139,8 +139,9 @@ fn interctc_losses_and_gradients_match_nemo() {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap();
+        // Relative to the gradient's own scale (some are ~1e-2), with a floor for rounding.
         assert!(
-            diff <= 1e-4 * scale.max(1.0),
+            diff <= 1e-3 * scale.max(1e-3),
             "gradient of {name}: max difference {diff} (largest entry {scale})"
         );
         checked += 1;

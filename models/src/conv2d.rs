@@ -1,4 +1,4 @@
-//! Conv2d for the subsampling stack: direct kernels for the depthwise and one-input-channel convolutions, im2col and one matmul for the rest, all with their backward.
+//! Conv2d for the subsampling stack, each with its backward: direct kernels for the depthwise and one-input-channel convolutions (with a fused bias, time mask and ReLU for the first layer), one batched matmul for 1x1, im2col and one matmul for the rest.
 //!
 //! candle's own conv2d backward gives wrongly shaped gradients for strided convolutions whose input size is
 //! not a multiple of the stride, and its grouped convolution has no backward; this path has neither problem.

@@ -33,6 +33,7 @@ fn forward_and_gradients_match_pytorch() {
         "depthwise_k5_s1",
         "depthwise_k3_s2_p0",
         "first_k4_s3",
+        "first_k2_s3_p3",
     ] {
         let get = |n: &str| t[&format!("{case}.{n}")].clone();
         let geo = get("geometry").to_vec1::<i64>().unwrap();
@@ -67,7 +68,14 @@ fn forward_and_gradients_match_pytorch() {
 fn fused_bias_mask_and_relu_match_pytorch() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/conv2d.safetensors");
     let t: HashMap<String, Tensor> = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
-    for case in ["first", "depthwise", "depthwise_k5_s1"] {
+    // "second" (4 input channels, groups 1) takes the composed path; the others the fused kernel.
+    for case in [
+        "first",
+        "second",
+        "depthwise",
+        "depthwise_k5_s1",
+        "first_k4_s3",
+    ] {
         let get = |n: &str| t[&format!("{case}.{n}")].clone();
         let geo = get("geometry").to_vec1::<i64>().unwrap();
         let (stride, padding, groups) = (geo[0] as usize, geo[1] as usize, geo[2] as usize);

@@ -377,7 +377,10 @@ fn a_run_started_from_a_trained_model_continues_from_its_weights() {
 #[test]
 fn intermediate_ctc_losses_are_trained_and_logged() {
     let (dir, _) = trained();
-    let base = std::fs::read_to_string(write_config(dir.path(), "interctc", 3, 3)).unwrap();
+    // Two batches per update, so that the logged losses are means over the accumulated batches.
+    let base = std::fs::read_to_string(write_config(dir.path(), "interctc", 3, 3))
+        .unwrap()
+        .replace("buckets = 2", "buckets = 2\naccumulate = 2");
     let cfg = dir.path().join("interctc.toml");
     std::fs::write(
         &cfg,

@@ -25,7 +25,8 @@ pub struct InterCtcConfig {
 }
 
 impl InterCtcConfig {
-    /// Checks the block against an encoder of `n_layers` layers (NeMo's checks, plus the layer range).
+    /// Checks the block against an encoder of `n_layers` layers: NeMo's checks (as many weights as layers, the
+    /// weights summing to less than 1), plus positive weights, layers that exist, and no layer listed twice.
     pub fn validate(&self, n_layers: usize) -> std::result::Result<(), String> {
         if self.loss_weights.len() != self.apply_at_layers.len() {
             return Err(format!(
@@ -49,7 +50,7 @@ impl InterCtcConfig {
         }
         if let Some(l) = self.apply_at_layers.iter().find(|&&l| l >= n_layers) {
             return Err(format!(
-                "interctc: apply_at_layers has {l}, but the encoder's layers are 0..{}",
+                "interctc: apply_at_layers has {l}, but the encoder's layers are 0 to {}",
                 n_layers.saturating_sub(1)
             ));
         }

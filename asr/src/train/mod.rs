@@ -339,7 +339,7 @@ pub struct MetricsLine {
     /// The final CTC loss per target token: comparable across batches of different lengths.
     #[serde(default)]
     pub loss_per_token: f64,
-    /// With `interctc`: the final CTC loss, unweighted (NeMo's `final_loss`).
+    /// With `interctc`: the final CTC loss, unweighted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_loss: Option<f64>,
     /// With `interctc`: each captured layer's CTC loss, unweighted, by `l<layer>` (NeMo's `inter_ctc_loss_l<layer>`).
