@@ -2,11 +2,14 @@
 """Training step time of the same model and batch: `mezcla train` against NeMo on PyTorch CPU, in the same run.
 
 Usage (from the repository root, on a quiet machine):
-    /work/pyref/bin/python bench/train_step.py [--batch 8] [--seconds 5] [--warmup 4] [--steps 12] [--threads 2]
+    /work/pyref/bin/python bench/train_step.py [--batch 8] [--seconds 5] [--warmup 4] [--steps 12] [--threads 2] \
+        [--layers 16] [--subsampling striding] [--factor 4]
 
 Model: mezcla's `small` preset (Conformer-CTC Small shapes: d_model 176, 16 layers, 4 heads, kernel 31,
 striding x4, 80 mels, dropout 0.1 everywhere) and NeMo's EncDecCTCModelBPE with the same encoder config, both
 with a 256-piece SentencePiece BPE vocabulary (the same file), so the same parameter count (checked).
+`--layers`, `--subsampling` and `--factor` change the depth and the subsampling on both sides (the English-Spanish
+recipe's model: `--layers 4 --subsampling dw_striding --factor 8`).
 Batch: the `--batch` English espeak-ng utterances (`mezcla datagen tts` of fortunes sentences) whose durations are
 nearest `--seconds`; every step of both sides sees exactly these utterances, zero-padded to the longest
 (mezcla: one manifest of these utterances, `buckets = 1` and `max_duration` = batch x longest, so each epoch
@@ -26,7 +29,8 @@ Diagnostic: mezcla is run a second time with GLIBC_TUNABLES=glibc.malloc.mmap_th
 glibc.malloc.trim_threshold=17179869184 (freed blocks up to 32 MiB stay in the heap), to size the cost of the
 allocator's mmap/munmap churn.
 
-Prints the result and writes bench/out/asr/train_step.json.
+Prints the result and writes bench/out/asr/train_step.json (train_step_<layers>l_<subsampling><factor>.json for
+another shape).
 """
 
 import argparse
@@ -62,9 +66,20 @@ schedule = "noam"
 warmup_steps = 1000"""
 
 
+def encoder_toml(encoder, dropout):
+    """An `[encoder]` table: the `small` preset's shapes with `encoder`'s overrides (NeMo's key names)."""
+    enc = dict(C.nemo_cfg("unused", dropout=dropout)["encoder"], **encoder)
+    keys = ["feat_in", "n_layers", "d_model", "feat_out", "subsampling", "subsampling_factor",
+            "subsampling_conv_channels", "ff_expansion_factor", "n_heads", "xscaling", "untie_biases",
+            "pos_emb_max_len", "conv_kernel_size", "conv_norm_type", "dropout", "dropout_pre_encoder",
+            "dropout_emb", "dropout_att"]
+    return "[encoder]\n" + "\n".join(f"{k} = {json.dumps(enc[k])}" for k in keys) + "\n"
+
+
 def run_mezcla(manifest, tok, batch, steps, threads, name="train_mezcla", extra_env=None, optim=NOAM_OPTIM,
-               dropout=0.1, init_from=None):
-    """Returns step seconds, the run's summary, and the metrics lines (loss, grad_norm, ... per step)."""
+               dropout=0.1, init_from=None, encoder=None):
+    """Returns step seconds, the run's summary, and the metrics lines (loss, grad_norm, ... per step).
+    `encoder`: overrides of the `small` preset's encoder config (NeMo's key names), e.g. {"n_layers": 4}."""
     out = C.OUT / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -73,7 +88,7 @@ def run_mezcla(manifest, tok, batch, steps, threads, name="train_mezcla", extra_
     cfg.write_text(f"""out_dir = "{out / 'run'}"
 tokenizer = "{tok / 'tokenizer.model'}"
 train_manifests = ["{manifest}"]
-{f'init_from = "{init_from}"' if init_from else 'model = "small"'}
+{f'init_from = "{init_from}"' if init_from else ('' if encoder else 'model = "small"')}
 max_steps = {steps}
 seed = 0
 
@@ -90,7 +105,7 @@ dropout = {dropout}
 
 [eval]
 every = {steps}
-""")
+{encoder_toml(encoder, dropout) if encoder and not init_from else ""}""")
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), **(extra_env or {}))
     r = subprocess.run([str(C.MEZCLA), "train", "--config", str(cfg), "--json"], check=True,
                        capture_output=True, text=True, env=env)
@@ -101,7 +116,7 @@ every = {steps}
     return step_s, summary, lines
 
 
-def run_nemo(batch, tok, steps, threads, dropout=0.1, dither=1e-5, save_init=None, lr=1e-4):
+def run_nemo(batch, tok, steps, threads, dropout=0.1, dither=1e-5, save_init=None, lr=1e-4, encoder=None):
     """Returns step seconds, the parameter count, the losses, the target lengths and the gradient norms
     (before clipping). `save_init`: a path to save the initial model to (`.nemo`), before the first step."""
     import soundfile as sf
@@ -111,6 +126,7 @@ def run_nemo(batch, tok, steps, threads, dropout=0.1, dither=1e-5, save_init=Non
     torch.manual_seed(0)
     cfg = C.nemo_cfg(tok, dropout=dropout)
     cfg["preprocessor"]["dither"] = dither
+    cfg["encoder"].update(encoder or {})
     model = EncDecCTCModelBPE(cfg=OmegaConf.create(cfg))
     if save_init:
         model.save_to(str(save_init))
@@ -150,7 +166,14 @@ def main():
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--subsampling", default="striding")
+    ap.add_argument("--factor", type=int, default=4)
     args = ap.parse_args()
+    shape = (args.layers, args.subsampling, args.factor)
+    encoder = {} if shape == (16, "striding", 4) else {
+        "n_layers": args.layers, "subsampling": args.subsampling, "subsampling_factor": args.factor}
+    suffix = "" if not encoder else f"_{args.layers}l_{args.subsampling}{args.factor}"
     C.build_mezcla()
     C.OUT.mkdir(parents=True, exist_ok=True)
     tok = C.tokenizer(256)
@@ -160,19 +183,21 @@ def main():
     print(f"batch: {len(batch)} utterances, {min(durs):.2f}-{max(durs):.2f} s (padded {len(batch) * max(durs):.1f} s)",
           flush=True)
 
-    mz_steps, mz_summary, mz_lines = run_mezcla(manifest, tok, batch, total, args.threads)
+    mz_steps, mz_summary, mz_lines = run_mezcla(manifest, tok, batch, total, args.threads, encoder=encoder)
     mz_losses = [l["loss"] for l in mz_lines]
     # Diagnostic: the same run with glibc's malloc keeping freed blocks up to 32 MiB in the heap (fixed mmap
     # threshold, no trimming), to measure what the allocator's mmap/munmap churn (page faults, zeroing, TLB
     # shoot-downs) costs.
     tun = {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=17179869184"}
-    mzt_steps, _, _ = run_mezcla(manifest, tok, batch, total, args.threads, "train_mezcla_tunables", tun)
-    nm_steps, nm_params, nm_losses, tgt_lens, _ = run_nemo(batch, tok, total, args.threads)
+    mzt_steps, _, _ = run_mezcla(manifest, tok, batch, total, args.threads, "train_mezcla_tunables", tun,
+                                 encoder=encoder)
+    nm_steps, nm_params, nm_losses, tgt_lens, _ = run_nemo(batch, tok, total, args.threads, encoder=encoder)
     mz = statistics.median(mz_steps[args.warmup:])
     mzt = statistics.median(mzt_steps[args.warmup:])
     nm = statistics.median(nm_steps[args.warmup:])
     res = {
         "versions": C.versions(), "threads": args.threads, "batch_durations": durs,
+        "encoder": {"n_layers": args.layers, "subsampling": args.subsampling, "subsampling_factor": args.factor},
         "target_lengths": tgt_lens, "git": subprocess.run(["git", "describe", "--always", "--dirty"], cwd=C.ROOT,
                                                          capture_output=True, text=True).stdout.strip(), "warmup": args.warmup, "steps": args.steps,
         "mezcla": {"step_seconds": mz_steps, "median_ms": mz * 1e3, "parameters": mz_summary["parameters"],
@@ -181,7 +206,7 @@ def main():
         "nemo": {"step_seconds": nm_steps, "median_ms": nm * 1e3, "parameters": nm_params, "losses": nm_losses},
         "ratio_mezcla_over_nemo": mz / nm,
     }
-    with open(C.OUT / "train_step.json", "w") as fh:
+    with open(C.OUT / f"train_step{suffix}.json", "w") as fh:
         json.dump(res, fh, indent=1)
     print(json.dumps(res["versions"]))
     print(f"target lengths {tgt_lens}; parameters mezcla {mz_summary['parameters']}, NeMo {nm_params}")
