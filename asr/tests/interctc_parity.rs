@@ -7,7 +7,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use mezcla_asr::train::interctc::{ctc_losses, InterCtcConfig};
+use mezcla_asr::train::interctc::{ctc_losses, CtcLosses, InterCtcConfig};
 use mezcla_kernels::{CtcOptions, Reduction};
 use mezcla_models::conformer::{ConformerConfig, ConformerEncoder};
 use mezcla_models::ctc::CtcHead;
@@ -44,6 +44,44 @@ fn scalar(t: &Tensor) -> f32 {
     t.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0]
 }
 
+/// The CTC losses of the fixture's batch, in training mode, reduced as NeMo's `mean_batch`.
+fn losses_of(
+    f: &Fixture,
+    encoder: &ConformerEncoder,
+    head: &CtcHead,
+    interctc: &InterCtcConfig,
+) -> CtcLosses {
+    let t = &f.tensors;
+    let opts = CtcOptions {
+        reduction: Reduction::MeanBatch,
+        zero_infinity: true,
+        ..Default::default()
+    };
+    ctc_losses(
+        encoder,
+        head,
+        &t["input.features"],
+        &usizes(&t["input.lengths"]),
+        &t["input.targets"],
+        &usizes(&t["input.target_lengths"]),
+        interctc,
+        &opts,
+        true,
+    )
+    .unwrap()
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 #[test]
 fn interctc_losses_and_gradients_match_nemo() {
     let f = fixture();
@@ -62,24 +100,8 @@ fn interctc_losses_and_gradients_match_nemo() {
     let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
     let encoder = ConformerEncoder::new(&f.cfg, vb.pp("encoder")).unwrap();
     let head = CtcHead::new(f.cfg.output_dim(), f.vocab, vb.pp("decoder")).unwrap();
-    let opts = CtcOptions {
-        reduction: Reduction::MeanBatch,
-        zero_infinity: true,
-        ..Default::default()
-    };
+    let losses = losses_of(&f, &encoder, &head, &f.interctc);
     let t = &f.tensors;
-    let losses = ctc_losses(
-        &encoder,
-        &head,
-        &t["input.features"],
-        &usizes(&t["input.lengths"]),
-        &t["input.targets"],
-        &usizes(&t["input.target_lengths"]),
-        &f.interctc,
-        &opts,
-        true,
-    )
-    .unwrap();
 
     let close = |got: f32, want: f32, what: &str| {
         let d = (got - want).abs();
@@ -118,27 +140,8 @@ fn interctc_losses_and_gradients_match_nemo() {
         let got = grads
             .get(data[name].as_tensor())
             .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_keepdim(0)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(want);
+        let diff = max_abs(&(got - want).unwrap());
         // Relative to the gradient's own scale (some are ~1e-2), with a floor for rounding.
         assert!(
             diff <= 1e-3 * scale.max(1e-3),
@@ -156,22 +159,7 @@ fn without_interctc_the_total_is_the_final_loss() {
     let encoder = ConformerEncoder::new(&f.cfg, vb.pp("encoder")).unwrap();
     let head = CtcHead::new(f.cfg.output_dim(), f.vocab, vb.pp("decoder")).unwrap();
     let t = &f.tensors;
-    let losses = ctc_losses(
-        &encoder,
-        &head,
-        &t["input.features"],
-        &usizes(&t["input.lengths"]),
-        &t["input.targets"],
-        &usizes(&t["input.target_lengths"]),
-        &InterCtcConfig::default(),
-        &CtcOptions {
-            reduction: Reduction::MeanBatch,
-            zero_infinity: true,
-            ..Default::default()
-        },
-        true,
-    )
-    .unwrap();
+    let losses = losses_of(&f, &encoder, &head, &InterCtcConfig::default());
     assert!(losses.intermediate.is_empty());
     assert_eq!(scalar(&losses.total), scalar(&losses.final_loss));
     let want = scalar(&t["loss.final"]);
