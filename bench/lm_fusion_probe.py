@@ -41,19 +41,14 @@ from pyctcdecode.decoder import BeamSearchDecoderCTC
 from pyctcdecode.language_model import AbstractLanguageModel
 from safetensors.numpy import load_file
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "out"
+import asr_common as C
+
+OUT = C.ROOT / "bench" / "out"
 
 
 def manifest(path):
-    path = pathlib.Path(path)
-    rows = []
-    for line in path.read_text().splitlines():
-        e = json.loads(line)
-        text = e["text"] if isinstance(e["text"], str) else " ".join(s["str"] for s in e["text"])
-        audio = pathlib.Path(e["audio_filepath"])
-        rows.append(((path.parent / audio).resolve() if not audio.is_absolute() else audio, text))
-    return rows
+    """(absolute audio path, plain text) of each entry."""
+    return [(pathlib.Path(e["audio_filepath"]), C.plain_text(e)) for e in C.read_manifest(path)]
 
 
 class KneserNeyTrigram:
@@ -181,7 +176,7 @@ def log_probs(model, rows, work):
     for i, (audio, _) in enumerate(rows):
         files.append(links / f"{i:06d}.wav")
         files[-1].symlink_to(audio)
-    subprocess.run([str(ROOT / "target" / "release" / "mezcla"), "transcribe", "--model", str(model), "--logprobs",
+    subprocess.run([str(C.MEZCLA), "transcribe", "--model", str(model), "--logprobs",
                     str(work), *map(str, files)], check=True, stdout=subprocess.DEVNULL)
     return [load_file(str(work / (f.stem + ".safetensors")))["log_probs"] for f in files]
 

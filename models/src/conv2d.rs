@@ -492,12 +492,8 @@ pub fn conv2d_bias_relu_masked(
     }
     let y = conv2d(x, weight, Some(bias), stride, padding, groups)?;
     let (b, _, t, _) = y.dims4()?;
-    let mut mask = vec![0f32; b * t];
-    for (i, &l) in valid.iter().enumerate() {
-        mask[i * t..i * t + l.min(t)].fill(1.0);
-    }
-    y.broadcast_mul(&Tensor::from_vec(mask, (b, 1, t, 1), y.device())?)?
-        .relu()
+    let mask = crate::conformer::time_mask(valid, b, t, y.device())?.reshape((b, 1, t, 1))?;
+    y.broadcast_mul(&mask)?.relu()
 }
 
 /// Conv2d of `x` [B, C, H, W] with a square `weight` [Cout, C/groups, k, k]; `groups` is 1 or C (depthwise).
