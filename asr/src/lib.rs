@@ -4,6 +4,7 @@ pub mod cli;
 pub mod dataset;
 pub mod decode;
 pub mod evaluate;
+pub mod lm;
 pub mod logprobs;
 pub mod metrics;
 pub mod model;

@@ -35,7 +35,22 @@ pub struct ModelConfig {
     pub encoder: ConformerConfig,
     /// Vocabulary size V of the tokenizer; the CTC head has V + 1 outputs, blank last.
     pub vocab_size: usize,
+    /// How to decode by default when the folder holds a word LM (`lm.arpa.gz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding: Option<DecodingConfig>,
 }
+
+/// The default decoding of a model folder with its own word LM (`mezcla convert --lm`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DecodingConfig {
+    pub beam: usize,
+    pub lm_alpha: f32,
+    pub lm_beta: f32,
+    pub lm_unk: f32,
+}
+
+/// Name of the word LM inside a model folder.
+pub const LM_FILE: &str = "lm.arpa.gz";
 
 impl ModelConfig {
     /// A model config for the tokenizer's vocabulary, NeMo's Conformer-CTC front-end (80 mels) and a preset.
@@ -67,6 +82,7 @@ impl ModelConfig {
             legacy_frontend,
             encoder,
             vocab_size,
+            decoding: None,
         }
     }
 
@@ -89,6 +105,9 @@ impl ModelConfig {
         cfg.encoder
             .validate()
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        if cfg.decoding.is_some_and(|d| d.beam < 2) {
+            bail!("{name}: decoding.beam must be at least 2 (the LM needs a beam search)");
+        }
         Ok(cfg)
     }
 }
@@ -103,13 +122,19 @@ pub struct AsrModel {
     pub device: Device,
     /// The fused CPU inference path over the same weights (models loaded for inference; not while training).
     cpu: Option<CpuConformerCtc>,
+    /// Each token's word start and text, for the beam search.
+    pieces: decode::Pieces,
+    /// The folder's own word LM (`lm.arpa.gz`, with `config.decoding`), used unless told otherwise.
+    pub lm: Option<std::sync::Arc<crate::lm::NgramLm>>,
 }
 
 /// How to decode.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct DecodeOptions {
     /// 1: greedy; more: CTC prefix beam search with that many prefixes.
     pub beam: usize,
+    /// A word language model fused into the beam search (used when `beam` > 1).
+    pub lm: Option<std::sync::Arc<decode::LmFusion>>,
     /// Audio longer than this (seconds) is transcribed in chunks.
     pub chunk_seconds: f64,
     /// Overlap between consecutive chunks (seconds).
@@ -120,6 +145,7 @@ impl Default for DecodeOptions {
     fn default() -> Self {
         Self {
             beam: 1,
+            lm: None,
             chunk_seconds: 30.0,
             overlap_seconds: 4.0,
         }
@@ -160,6 +186,8 @@ impl AsrModel {
             vb.pp("decoder"),
         )?;
         Ok(Self {
+            pieces: decode::Pieces::new(&tokenizer)?,
+            lm: None,
             config,
             frontend,
             encoder,
@@ -193,8 +221,33 @@ impl AsrModel {
     /// `tokenizer/`.
     pub fn load(dir: &Path) -> Result<Self> {
         let f = FolderFiles::read(dir)?;
-        Self::from_weights(f.config, f.tokenizer, &f.weights, &f.weights_name)
-            .with_context(|| format!("{}: the weights do not fit the config", dir.display()))
+        let lm = match f.config.decoding {
+            Some(_) => Some(std::sync::Arc::new(crate::lm::NgramLm::read_arpa(
+                &dir.join(LM_FILE),
+            )?)),
+            None => None,
+        };
+        let mut model = Self::from_weights(f.config, f.tokenizer, &f.weights, &f.weights_name)
+            .with_context(|| format!("{}: the weights do not fit the config", dir.display()))?;
+        model.lm = lm;
+        Ok(model)
+    }
+
+    /// The decoding the model folder asks for: beam search with its own LM, or greedy.
+    pub fn default_decoding(&self) -> DecodeOptions {
+        match (&self.lm, self.config.decoding) {
+            (Some(lm), Some(d)) => DecodeOptions {
+                beam: d.beam,
+                lm: Some(std::sync::Arc::new(decode::LmFusion::new(
+                    lm.clone(),
+                    d.lm_alpha,
+                    d.lm_beta,
+                    d.lm_unk,
+                ))),
+                ..DecodeOptions::default()
+            },
+            _ => DecodeOptions::default(),
+        }
     }
 
     /// Builds a model from its config, tokenizer and the bytes of its weights file (`name` is used in errors).
@@ -248,11 +301,10 @@ impl AsrModel {
     }
 
     /// Greedy or beam emissions of each utterance of a batch, in that utterance's frames.
-    fn emissions(&self, audios: &[&[f32]], beam: usize) -> Result<Vec<Emission>> {
+    fn emissions(&self, audios: &[&[f32]], opts: &DecodeOptions) -> Result<Vec<Emission>> {
         let (lp, lengths) = self.log_probs(audios)?;
         let (_, t, c) = lp.dims3()?;
         let data = lp.flatten_all()?.to_vec1::<f32>()?;
-        let blank = self.tokenizer.blank_id();
         let mut out = Vec::new();
         for (i, &len) in lengths.iter().enumerate() {
             let rows = LogProbs {
@@ -260,13 +312,45 @@ impl AsrModel {
                 frames: len,
                 classes: c,
             };
-            out.extend(if beam > 1 {
-                decode::prefix_beam(rows, blank, beam)
-            } else {
-                decode::greedy(rows, blank)
-            });
+            out.extend(self.decode_rows(rows, opts));
         }
         Ok(out)
+    }
+
+    fn decode_rows(&self, rows: LogProbs, opts: &DecodeOptions) -> Vec<Emission> {
+        let blank = self.tokenizer.blank_id();
+        if opts.beam > 1 {
+            decode::prefix_beam(rows, blank, opts.beam, &self.pieces, opts.lm.as_deref())
+        } else {
+            decode::greedy(rows, blank)
+        }
+    }
+
+    /// Log-probabilities of one utterance (data, frames, classes), or None if it is longer than a chunk.
+    pub fn utterance_log_probs(
+        &self,
+        audio: &[f32],
+        opts: &DecodeOptions,
+    ) -> Result<Option<(Vec<f32>, usize, usize)>> {
+        if audio.len() as f64 > opts.chunk_seconds * self.sample_rate() as f64 {
+            return Ok(None);
+        }
+        let (lp, lengths) = self.log_probs(&[audio])?;
+        let (_, _, c) = lp.dims3()?;
+        let mut data = lp.flatten_all()?.to_vec1::<f32>()?;
+        data.truncate(lengths[0] * c);
+        Ok(Some((data, lengths[0], c)))
+    }
+
+    /// Decodes one utterance's log-probabilities (from `utterance_log_probs`) into a transcript.
+    pub fn decode_log_probs(&self, lp: LogProbs, opts: &DecodeOptions) -> Result<Transcript> {
+        let e = self.decode_rows(lp, opts);
+        Ok(decode::transcript(
+            &self.tokenizer,
+            &e,
+            self.frame_seconds(),
+            0.0,
+        )?)
     }
 
     /// Transcribes audio at the model's sample rate; long audio goes in overlapping chunks whose seams are
@@ -323,7 +407,7 @@ impl AsrModel {
         let fs = self.frame_seconds();
         if total <= chunk {
             let audio = read(0, total)?;
-            let e = self.emissions(&[&audio], opts.beam)?;
+            let e = self.emissions(&[&audio], opts)?;
             return Ok(decode::transcript(&self.tokenizer, &e, fs, 0.0)?);
         }
         // Chunks start on frame boundaries, so that chunk frames map exactly onto the file's frames.
@@ -341,7 +425,7 @@ impl AsrModel {
                 } else {
                     Some(((start + step) / spf, end / spf))
                 },
-                emissions: self.emissions(&[&audio], opts.beam)?,
+                emissions: self.emissions(&[&audio], opts)?,
             });
             if end == total {
                 break;
@@ -433,6 +517,13 @@ pub fn convert_folder(
     let f = FolderFiles::read(dir)?;
     let tensors = crate::weights::load(&f.weights, &f.weights_name, &Device::Cpu)?;
     save_model_as(out, &f.config, &tensors, &f.tokenizer, Some(format))?;
+    if f.config.decoding.is_some() {
+        let (from, to) = (dir.join(LM_FILE), out.join(LM_FILE));
+        let bytes =
+            std::fs::read(&from).with_context(|| format!("{}: cannot read", from.display()))?;
+        mezcla_datagen::atomic::write_atomic(&to, &bytes)
+            .with_context(|| format!("{}: cannot write", to.display()))?;
+    }
     AsrModel::load(out)?;
     let size = std::fs::metadata(out.join(WEIGHTS_FILE))?.len();
     Ok((f.config, size))
@@ -513,6 +604,20 @@ pub fn save_model_as(
     mezcla_datagen::atomic::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
         .with_context(|| format!("{}: cannot write the config", dir.display()))?;
     Ok(())
+}
+
+/// Gives a model folder its own word LM: writes it as `lm.arpa.gz` and records the decoding in `config.json`.
+pub fn attach_lm(dir: &Path, lm: &crate::lm::NgramLm, decoding: DecodingConfig) -> Result<()> {
+    let mut config = ModelConfig::read(&dir.join(CONFIG_FILE))?;
+    if decoding.beam < 2 {
+        bail!("the LM needs a beam search: give a beam of 2 or more");
+    }
+    lm.save_arpa(&dir.join(LM_FILE))?;
+    config.decoding = Some(decoding);
+    let text = serde_json::to_string_pretty(&config)? + "\n";
+    mezcla_datagen::atomic::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
+        .with_context(|| format!("{}: cannot write the config", dir.display()))?;
+    AsrModel::load(dir).map(|_| ())
 }
 
 #[cfg(test)]

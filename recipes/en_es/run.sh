@@ -6,8 +6,9 @@
 #   recipes/en_es/run.sh --smoke                          # the same at a few minutes of audio and a few dozen steps
 #   recipes/en_es/run.sh --stage 5 --stop-stage 5         # one stage; every stage resumes where it stopped
 #
-# Stages: 0 tools and the release binary, 1 text, 2 TTS, 3 code-switched sets, 4 tokenizer, 5 training,
-# 6 evaluation, 7 the int8 model to ship and its evaluation. See recipes/en_es/README.md.
+# Stages: 0 tools and the release binary, 1 text, 2 TTS, 3 code-switched sets, 4 tokenizer and word LM,
+# 5 training, 6 evaluation (greedy, and beam search with the LM), 7 the int8 model to ship and its
+# evaluation. See recipes/en_es/README.md.
 set -euo pipefail
 
 RECIPE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -243,6 +244,12 @@ if want 4; then
   rm -rf "$data/tokenizer"
   "$MEZCLA" tokenizer train --input en="$data/text/en/tokenizer_corpus.txt" --input es="$data/text/es/tokenizer_corpus.txt" \
     --vocab-size en=$VOCAB_EN --vocab-size es=$VOCAB_ES --character-coverage 1.0 --out "$data/tokenizer"
+  # The word LM for beam-search decoding: a trigram of both languages' train transcripts (the same sentences
+  # and clauses the acoustic model learns from; no dev or test sentence is in them).
+  log "stage 4: word trigram LM (modified Kneser-Ney) of the train transcripts -> $data/lm/lm3.arpa"
+  mkdir -p "$data/lm"
+  "$MEZCLA" lm train --manifest "$data/manifests/en_train.json" "$data/manifests/es_train.json" --order 3 \
+    --out "$data/lm/lm3.arpa" $( ((smoke)) && echo --discount-fallback )
 fi
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,6 +286,22 @@ if want 6; then
     mv "$exp/eval/$set.json.tmp" "$exp/eval/$set.json"
   done
   $PY table "$exp/eval" cs_test en_test es_test cs_dev en_dev es_dev
+  # Beam search (32) with the word LM: alpha and beta chosen on the code-switched validation set, then applied
+  # to every set.
+  log "stage 6: LM weights on cs_dev_val -> $exp/eval-lm/grid.json"
+  mkdir -p "$exp/eval-lm"
+  "$MEZCLA" eval --model "$exp/run/model" --manifest "$data/manifests/cs_dev_val.json" --lm "$data/lm/lm3.arpa" \
+    --lm-alpha 0.3,0.5,0.7,0.9 --lm-beta 0.5,1.5,2.5,3.5 --json > "$exp/eval-lm/grid.json.tmp"
+  mv "$exp/eval-lm/grid.json.tmp" "$exp/eval-lm/grid.json"
+  read -r alpha beta < <(python3 -c 'import json,sys; b=json.load(open(sys.argv[1]))["best"]; print(b["alpha"], b["beta"])' \
+    "$exp/eval-lm/grid.json")
+  log "stage 6: evaluation with the LM (alpha $alpha, beta $beta) -> $exp/eval-lm"
+  for set in cs_test en_test es_test cs_dev en_dev es_dev; do
+    "$MEZCLA" eval --model "$exp/run/model" --manifest "$data/manifests/$set.json" --lm "$data/lm/lm3.arpa" \
+      --lm-alpha "$alpha" --lm-beta "$beta" --json > "$exp/eval-lm/$set.json.tmp"
+    mv "$exp/eval-lm/$set.json.tmp" "$exp/eval-lm/$set.json"
+  done
+  $PY table "$exp/eval-lm" cs_test en_test es_test cs_dev en_dev es_dev
 fi
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -673,3 +673,183 @@ fn an_int8_copy_of_a_model_is_smaller_and_transcribes_the_same() {
     assert!(fails(&["convert", model_s, "--out", int8_s]).contains("--weights"));
     assert!(fails(&["convert", model_s, "--out", model_s, "--weights", "f16"]).contains("differ"));
 }
+
+#[test]
+fn a_word_language_model_is_trained_and_fused_into_the_beam_search() {
+    let (dir, model) = trained();
+    let model_s = model.to_str().unwrap();
+    let (en, es) = (
+        examples("en").join("manifest.json"),
+        examples("es").join("manifest.json"),
+    );
+    // An LM of the examples' own transcripts (small text: the fallback discounts are needed).
+    let lm = dir.path().join("examples.arpa");
+    let lm_s = lm.to_str().unwrap();
+    let err = fails(&[
+        "lm",
+        "train",
+        "--manifest",
+        en.to_str().unwrap(),
+        es.to_str().unwrap(),
+        "--out",
+        lm_s,
+    ]);
+    assert!(err.contains("discount"), "{err}");
+    assert!(!lm.exists(), "no half-written model");
+    let report: Value = serde_json::from_str(&ok(&[
+        "lm",
+        "train",
+        "--manifest",
+        en.to_str().unwrap(),
+        es.to_str().unwrap(),
+        "--order",
+        "3",
+        "--discount-fallback",
+        "--out",
+        lm_s,
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(report["sentences"], 12);
+    assert_eq!(report["counts"].as_array().unwrap().len(), 3);
+    let arpa = std::fs::read_to_string(&lm).unwrap();
+    assert!(arpa.starts_with("\\data\\\nngram 1=") && arpa.trim_end().ends_with("\\end\\"));
+    // Its own text is far more probable to it than other text.
+    let ppl = |text: &Path| -> f64 {
+        let v: Value = serde_json::from_str(&ok(&[
+            "lm",
+            "perplexity",
+            "--lm",
+            lm_s,
+            "--text",
+            text.to_str().unwrap(),
+            "--json",
+        ]))
+        .unwrap();
+        v["perplexity"].as_f64().unwrap()
+    };
+    let own = dir.path().join("own.txt");
+    std::fs::write(
+        &own,
+        "i told her about the party\nmañana vamos a la playa\n",
+    )
+    .unwrap();
+    let other = dir.path().join("other.txt");
+    std::fs::write(
+        &other,
+        "the party told her about i\nplaya la a vamos mañana\n",
+    )
+    .unwrap();
+    assert!(
+        ppl(&own) * 3.0 < ppl(&other),
+        "{} vs {}",
+        ppl(&own),
+        ppl(&other)
+    );
+
+    // With the LM, the examples still come out right, with their languages.
+    for (manifest, lang) in [(&en, "en"), (&es, "es")] {
+        let s: Value = serde_json::from_str(
+            ok(&[
+                "eval",
+                "--model",
+                model_s,
+                "--manifest",
+                manifest.to_str().unwrap(),
+                "--lm",
+                lm_s,
+                "--json",
+            ])
+            .trim(),
+        )
+        .unwrap();
+        assert_eq!(s["wer"], 0.0, "{lang}: {s}");
+        assert_eq!(s["token_lid_accuracy"], 1.0, "{lang}: {s}");
+    }
+    // The LM decides: one that knows none of the words, weighted heavily, makes the decoder prefer fewer,
+    // known-looking words over the acoustics' answer.
+    let stranger = dir.path().join("stranger.txt");
+    std::fs::write(&stranger, "zz yy xx\nxx yy zz\nyy zz xx\nzz zz yy\n").unwrap();
+    let stranger_lm = dir.path().join("stranger.arpa.gz");
+    ok(&[
+        "lm",
+        "train",
+        "--text",
+        stranger.to_str().unwrap(),
+        "--discount-fallback",
+        "--out",
+        stranger_lm.to_str().unwrap(),
+    ]);
+    let wav = examples("en").join("audio/en_000001.wav");
+    let plain = ok(&["transcribe", "--model", model_s, wav.to_str().unwrap()]);
+    let fused = ok(&[
+        "transcribe",
+        "--model",
+        model_s,
+        "--lm",
+        stranger_lm.to_str().unwrap(),
+        "--lm-alpha",
+        "3",
+        "--lm-unk",
+        "-30",
+        wav.to_str().unwrap(),
+    ]);
+    assert!(plain.contains("i told her about the party"), "{plain}");
+    assert_ne!(plain.trim(), fused.trim());
+    assert!(
+        fused.split_whitespace().count() < plain.split_whitespace().count(),
+        "{fused}"
+    );
+
+    // Errors: one line, naming the file (and line).
+    let err = fails(&[
+        "transcribe",
+        "--model",
+        model_s,
+        "--lm",
+        lm_s,
+        "--beam",
+        "1",
+        wav.to_str().unwrap(),
+    ]);
+    assert!(err.contains("--beam"), "{err}");
+    let bad = dir.path().join("bad.arpa");
+    std::fs::write(
+        &bad,
+        "\\data\\\nngram 1=2\n\n\\1-grams:\n-1.0\t<s>\nbroken line here\n\\end\\\n",
+    )
+    .unwrap();
+    let err = fails(&[
+        "transcribe",
+        "--model",
+        model_s,
+        "--lm",
+        bad.to_str().unwrap(),
+        wav.to_str().unwrap(),
+    ]);
+    assert!(err.contains("bad.arpa:6"), "{err}");
+    let reserved = dir.path().join("reserved.json");
+    std::fs::write(
+        &reserved,
+        "{\"audio_filepath\":\"a.wav\",\"text\":\"hola\"}\n{\"audio_filepath\":\"b.wav\",\"text\":\"a </s> b\"}\n",
+    )
+    .unwrap();
+    let err = fails(&[
+        "lm",
+        "train",
+        "--manifest",
+        reserved.to_str().unwrap(),
+        "--out",
+        lm_s,
+    ]);
+    assert!(err.contains("reserved.json:2:"), "{err}");
+    let err = fails(&[
+        "lm",
+        "perplexity",
+        "--lm",
+        dir.path().join("missing.arpa").to_str().unwrap(),
+        "--text",
+        own.to_str().unwrap(),
+    ]);
+    assert!(err.contains("missing.arpa"), "{err}");
+}

@@ -32,19 +32,74 @@ pub struct ConvertArgs {
     /// Language of a monolingual model's vocabulary, used to tag its words (default: "default").
     #[arg(long)]
     pub lang: Option<String>,
+    /// Give the output model this word LM (ARPA or ARPA.gz), stored as lm.arpa.gz: it then decodes with a
+    /// beam search and the LM by default (`--no-lm` turns it off).
+    #[arg(long, value_name = "ARPA")]
+    pub lm: Option<PathBuf>,
+    /// The LM weight the model records.
+    #[arg(long, default_value_t = 0.5, requires = "lm")]
+    pub lm_alpha: f32,
+    /// The word bonus the model records.
+    #[arg(
+        long,
+        default_value_t = 2.0,
+        requires = "lm",
+        allow_negative_numbers = true
+    )]
+    pub lm_beta: f32,
+    /// The unknown-word cost the model records.
+    #[arg(long, default_value_t = -12.0, requires = "lm", allow_negative_numbers = true)]
+    pub lm_unk: f32,
+    /// The beam the model records.
+    #[arg(long, default_value_t = 32, requires = "lm")]
+    pub beam: usize,
+}
+
+impl ConvertArgs {
+    /// Gives the written model folder its LM, if one was asked for.
+    fn attach_lm(&self, out: &std::path::Path) -> Result<()> {
+        let Some(path) = &self.lm else {
+            return Ok(());
+        };
+        let lm = crate::lm::NgramLm::read_arpa(path)?;
+        crate::model::attach_lm(
+            out,
+            &lm,
+            crate::model::DecodingConfig {
+                beam: self.beam,
+                lm_alpha: self.lm_alpha,
+                lm_beta: self.lm_beta,
+                lm_unk: self.lm_unk,
+            },
+        )?;
+        println!(
+            "{}: word LM {} (n-grams {:?}), beam {}, alpha {}, beta {}",
+            out.display(),
+            path.display(),
+            lm.counts(),
+            self.beam,
+            self.lm_alpha,
+            self.lm_beta
+        );
+        Ok(())
+    }
 }
 
 pub fn run(a: ConvertArgs) -> Result<()> {
     if a.model.is_dir() {
         return convert_folder(a);
     }
-    let out = a.out.unwrap_or_else(|| nemo::default_output(&a.model));
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| nemo::default_output(&a.model));
     let opts = NemoOptions {
         legacy_frontend: (a.legacy_frontend || a.no_legacy_frontend).then_some(a.legacy_frontend),
         ctc_head: a.ctc_head,
         lang: a.lang.clone(),
     };
     let ckpt = nemo::convert(&a.model, &out, &opts, a.weights)?;
+    a.attach_lm(&out)?;
     let vocab = match &ckpt.vocabulary {
         VocabularyKind::Char => "characters".to_string(),
         VocabularyKind::SentencePiece => "SentencePiece".to_string(),
@@ -76,7 +131,7 @@ fn convert_folder(a: ConvertArgs) -> Result<()> {
             a.model.display()
         );
     }
-    let Some(out) = a.out else {
+    let Some(out) = a.out.clone() else {
         bail!("{}: give the output folder with --out", a.model.display());
     };
     let Some(format) = a.weights else {
@@ -86,6 +141,7 @@ fn convert_folder(a: ConvertArgs) -> Result<()> {
         );
     };
     let (config, size) = crate::model::convert_folder(&a.model, &out, format)?;
+    a.attach_lm(&out)?;
     println!(
         "{} -> {}: Conformer {} layers × {}, {} tokens + blank, weights {:?} ({:.1} MB)",
         a.model.display(),

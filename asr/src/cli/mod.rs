@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 pub mod convert;
 pub mod datagen;
+pub mod lm;
 pub mod tokenizer;
 pub mod train;
 pub mod transcribe;
@@ -30,6 +31,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Score a model on a manifest: WER, CER, WER per language, LID accuracy, RTFx.
     Eval(train::EvalArgs),
+    /// Word n-gram language models for beam-search decoding: train, perplexity.
+    Lm(lm::LmArgs),
     /// Convert a NeMo `.nemo` checkpoint (Conformer CTC) into a mezcla model folder.
     Convert(convert::ConvertArgs),
 }
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lid(args) => transcribe::run_lid(args),
         Command::Train(args) => train::run_train(args),
         Command::Eval(args) => train::run_eval(args),
+        Command::Lm(args) => lm::run(args),
         Command::Convert(args) => convert::run(args),
     }
 }

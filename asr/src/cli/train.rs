@@ -59,9 +59,13 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
 }
 
 pub fn run_eval(a: EvalArgs) -> Result<()> {
-    let opts = a.model.decode_options()?;
     let model = a.model.load()?;
+    let opts = a.model.decode_options(&model)?;
     let utts = crate::dataset::load(&a.manifest, &model.tokenizer)?;
+    let grid = a.model.lm_grid(&model);
+    if opts.lm.is_some() && grid.len() > 1 {
+        return run_eval_grid(&a, &model, &utts, &opts, &grid);
+    }
     let (s, hyps) = crate::evaluate::evaluate(&model, &utts, &opts, !a.json)?;
     if a.json {
         let mut v = serde_json::to_value(&s)?;
@@ -87,5 +91,46 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
         "RTFx               {}",
         s.rtfx.map_or("-".to_string(), |r| format!("{r:.1}"))
     );
+    Ok(())
+}
+
+/// `eval` with lists of LM weights: every pair scored, the best (lowest WER) reported.
+fn run_eval_grid(
+    a: &EvalArgs,
+    model: &crate::model::AsrModel,
+    utts: &[crate::dataset::Utterance],
+    opts: &crate::model::DecodeOptions,
+    grid: &[(f32, f32)],
+) -> Result<()> {
+    let points = crate::evaluate::evaluate_grid(model, utts, opts, grid, !a.json)?;
+    let best = points
+        .iter()
+        .min_by(|x, y| x.summary.wer.total_cmp(&y.summary.wer))
+        .expect("the grid is not empty");
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"grid": points, "best": best, "lm_unk": opts.lm.as_ref().map(|l| l.unk)})
+        );
+        return Ok(());
+    }
+    println!("alpha   beta    WER      CER      token LID  utt LID");
+    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0));
+    for p in &points {
+        println!(
+            "{:<7} {:<7} {:<8} {:<8} {:<10} {}{}",
+            p.alpha,
+            p.beta,
+            format!("{:.2}%", p.summary.wer * 100.0),
+            format!("{:.2}%", p.summary.cer * 100.0),
+            pct(p.summary.token_lid_accuracy),
+            pct(p.summary.utterance_lid_accuracy),
+            if std::ptr::eq(p, best) {
+                "   <- best"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
 }

@@ -14,7 +14,8 @@ use crate::output::{self, Format};
 /// Options shared by the commands that run a model.
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model folder (config.json, model.safetensors, tokenizer/), or a NeMo `.nemo` checkpoint (CTC).
+    /// Model folder (config.json, model.safetensors, tokenizer/, optional lm.arpa.gz), or a NeMo `.nemo`
+    /// checkpoint (CTC).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Use NeMo's pre-2025 front-end (+1 frame, reflect padding) whatever the model records (a `.nemo`
@@ -27,9 +28,34 @@ pub struct ModelArgs {
     /// Run a hybrid RNN-T/CTC `.nemo` model with its CTC head (NeMo's decoder_type="ctc").
     #[arg(long)]
     pub ctc_head: bool,
-    /// Beam size of the CTC prefix beam search (1: greedy).
-    #[arg(long, default_value_t = 1)]
-    pub beam: usize,
+    /// Beam size of the CTC prefix beam search (1: greedy) [default: 1; 32 with --lm; the model's own with
+    /// its LM].
+    #[arg(long)]
+    pub beam: Option<usize>,
+    /// A word n-gram language model (ARPA, or ARPA.gz; `mezcla lm train` makes one) fused into the beam search
+    /// (instead of the model's own LM, if it has one).
+    #[arg(long, value_name = "ARPA", conflicts_with = "no_lm")]
+    pub lm: Option<PathBuf>,
+    /// Decode without the model's own LM (greedy unless --beam says otherwise).
+    #[arg(long)]
+    pub no_lm: bool,
+    /// Weight of the LM's natural-log probability of each word [default: 0.5, or the model's] (`eval`: a
+    /// comma-separated list to search).
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_lm")]
+    pub lm_alpha: Vec<f32>,
+    /// Score added for each word, countering the LM's preference for fewer words [default: 2, or the
+    /// model's] (`eval`: a list to search).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        allow_negative_numbers = true,
+        conflicts_with = "no_lm"
+    )]
+    pub lm_beta: Vec<f32>,
+    /// Extra natural-log cost of a word the LM does not know (and of a word in progress that no LM word
+    /// starts with, per 6 characters) [default: -12, or the model's].
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "no_lm")]
+    pub lm_unk: Option<f32>,
     /// Audio longer than this many seconds is transcribed in overlapping chunks.
     #[arg(long, default_value_t = 30.0)]
     pub chunk_seconds: f64,
@@ -52,12 +78,82 @@ impl ModelArgs {
         }
     }
 
-    pub fn decode_options(&self) -> Result<DecodeOptions> {
-        if self.beam == 0 {
+    /// The LM weights asked for: every (alpha, beta) pair of the two lists, the model's own (or the
+    /// defaults) where a list is not given.
+    pub fn lm_grid(&self, model: &AsrModel) -> Vec<(f32, f32)> {
+        let (alpha, beta, _) = self.lm_defaults(model);
+        let alphas = if self.lm_alpha.is_empty() {
+            vec![alpha]
+        } else {
+            self.lm_alpha.clone()
+        };
+        let betas = if self.lm_beta.is_empty() {
+            vec![beta]
+        } else {
+            self.lm_beta.clone()
+        };
+        alphas
+            .iter()
+            .flat_map(|&a| betas.iter().map(move |&b| (a, b)))
+            .collect()
+    }
+
+    /// Fails unless at most one pair of LM weights is given (commands other than `eval` take no lists).
+    pub fn single_lm_weights(&self) -> Result<()> {
+        if self.lm_alpha.len() > 1 || self.lm_beta.len() > 1 {
+            bail!("lists of --lm-alpha / --lm-beta values are for `mezcla eval`; give one of each");
+        }
+        Ok(())
+    }
+
+    /// alpha, beta, unk: the model's own when its LM is used, else the defaults.
+    fn lm_defaults(&self, model: &AsrModel) -> (f32, f32, f32) {
+        match model.config.decoding {
+            Some(d) if self.lm.is_none() => (d.lm_alpha, d.lm_beta, d.lm_unk),
+            _ => (0.5, 2.0, -12.0),
+        }
+    }
+
+    /// How to decode with `model`: greedy; a beam search; or a beam search with a word LM (`--lm`, or the
+    /// model's own unless `--no-lm`). Loads the `--lm` file.
+    pub fn decode_options(&self, model: &AsrModel) -> Result<DecodeOptions> {
+        let own = model.default_decoding();
+        let lm: Option<std::sync::Arc<crate::lm::NgramLm>> = match &self.lm {
+            Some(path) => Some(std::sync::Arc::new(crate::lm::NgramLm::read_arpa(path)?)),
+            None if self.no_lm => None,
+            None => model.lm.clone(),
+        };
+        if lm.is_none()
+            && (!self.lm_alpha.is_empty() || !self.lm_beta.is_empty() || self.lm_unk.is_some())
+        {
+            bail!("--lm-alpha, --lm-beta and --lm-unk need a language model: give --lm");
+        }
+        let beam = self.beam.unwrap_or(match (&self.lm, &lm) {
+            (Some(_), _) => 32,
+            (None, Some(_)) => own.beam,
+            _ => 1,
+        });
+        if beam == 0 {
             bail!("--beam must be at least 1");
         }
+        let fusion = match lm {
+            None => None,
+            Some(lm) => {
+                if beam == 1 {
+                    bail!("a language model needs a beam search: give --beam 2 or more");
+                }
+                let (alpha, beta, unk) = self.lm_defaults(model);
+                Some(std::sync::Arc::new(crate::decode::LmFusion::new(
+                    lm,
+                    self.lm_alpha.first().copied().unwrap_or(alpha),
+                    self.lm_beta.first().copied().unwrap_or(beta),
+                    self.lm_unk.unwrap_or(unk),
+                )))
+            }
+        };
         Ok(DecodeOptions {
-            beam: self.beam,
+            beam,
+            lm: fusion,
             chunk_seconds: self.chunk_seconds,
             overlap_seconds: self.overlap_seconds,
         })
@@ -135,8 +231,9 @@ fn for_each_file(
 
 pub fn run_transcribe(a: TranscribeArgs) -> Result<()> {
     let files = inputs(&a.audio, a.manifest.as_deref())?;
-    let opts = a.model.decode_options()?;
+    a.model.single_lm_weights()?;
     let model = a.model.load()?;
+    let opts = a.model.decode_options(&model)?;
     let lp_failed = match &a.logprobs {
         Some(dir) => crate::logprobs::write_all(&model, &files, dir)?,
         None => 0,
@@ -194,8 +291,9 @@ pub fn run_transcribe(a: TranscribeArgs) -> Result<()> {
 
 pub fn run_lid(a: LidArgs) -> Result<()> {
     let files = inputs(&a.audio, None)?;
-    let opts = a.model.decode_options()?;
+    a.model.single_lm_weights()?;
     let model = a.model.load()?;
+    let opts = a.model.decode_options(&model)?;
     let stdout = std::io::stdout();
     let failed = for_each_file(&model, &opts, &files, |f, t| {
         let share = if t.tokens.is_empty() {
