@@ -400,8 +400,13 @@ pub fn beam_search(
                 });
                 e.add_token(c, from + p);
                 // The ids of the new text: those of this text's best path and `c` (through a blank when that
-                // path ends in `c`; its score then counts the path without the blank, a close bound).
-                e.offer(b.best + p, &b.ids, &b.frames, Some((c, t)));
+                // path ends in `c`; its score then counts the path without the blank, a close bound). A bare
+                // word boundary (`▁`) right before a token that starts a word is dropped: it spells nothing.
+                let mut keep = b.ids.len();
+                if starts_word && b.ids.last().is_some_and(|&l| pieces.get(l) == (true, "")) {
+                    keep -= 1;
+                }
+                e.offer(b.best + p, &b.ids[..keep], &b.frames[..keep], Some((c, t)));
             }
         }
         let mut all: Vec<Beam> = next.into_values().collect();

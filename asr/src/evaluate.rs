@@ -92,8 +92,8 @@ pub fn evaluate(
 /// One point of an LM weight search and its scores.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GridPoint {
-    pub alpha: f32,
-    pub beta: f32,
+    pub alpha: f64,
+    pub beta: f64,
     #[serde(flatten)]
     pub summary: EvalSummary,
 }
@@ -150,9 +150,11 @@ pub fn evaluate_grid(
         .iter()
         .zip(accs)
         .map(|(&(alpha, beta), acc)| {
+            // As written (0.3, not 0.30000001192092896).
+            let exact = |x: f32| x.to_string().parse::<f64>().unwrap_or(x as f64);
             Ok(GridPoint {
-                alpha,
-                beta,
+                alpha: exact(alpha),
+                beta: exact(beta),
                 summary: acc.summary()?,
             })
         })

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod dataset;
 pub mod decode;
+pub mod default_model;
 pub mod evaluate;
 pub mod lm;
 pub mod logprobs;

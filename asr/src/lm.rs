@@ -599,3 +599,45 @@ pub fn read_sentences(path: &Path) -> Result<Vec<Vec<String>>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NgramLm> {
+        NgramLm::parse_arpa(std::io::Cursor::new(text), "t.arpa")
+    }
+
+    const SMALL: &str = "\\data\\\nngram 1=4\nngram 2=2\n\n\\1-grams:\n-1.0\t<s>\t-0.5\n-0.7\t</s>\n-0.5\ta\t-0.3\n\
+                         -0.9\tb\t-0.2\n\n\\2-grams:\n-0.2\t<s> a\n-0.1\ta b\n\n\\end\\\n";
+
+    #[test]
+    fn back_off_adds_the_weights_of_the_missing_contexts() {
+        let lm = parse(SMALL).unwrap();
+        let (s, a, b) = (lm.bos(), lm.id("a"), lm.id("b"));
+        assert_eq!(lm.log10_prob(&[s], a), -0.2);
+        assert_eq!(lm.log10_prob(&[a], b), -0.1);
+        // "b b" is missing: backoff(b) + p(b).
+        assert!((lm.log10_prob(&[b], b) - (-0.2 - 0.9)).abs() < 1e-6);
+        // A model without <unk> gives unknown words probability 10^-100, as KenLM assumes.
+        assert_eq!(lm.log10_prob(&[s], lm.id("zzz")), -100.0 - 0.5);
+        assert!(!lm.contains("zzz") && lm.contains("a") && !lm.contains("</s>"));
+    }
+
+    #[test]
+    fn arpa_errors_name_the_file_and_line() {
+        let err = |t: &str| parse(t).unwrap_err().to_string();
+        assert!(err("hello").contains("t.arpa: not an ARPA file"));
+        let e = err(&SMALL.replace("ngram 2=2", "ngram 2=3"));
+        assert!(e.contains("declares 3 2-grams but the file lists 2"), "{e}");
+        let e = err(&SMALL.replace("-0.1\ta b", "-0.1\ta c"));
+        assert!(e.starts_with("t.arpa:13:") && e.contains("`c`"), "{e}");
+        let e = err(&SMALL.replace("-0.9\tb\t-0.2", "x\tb"));
+        assert!(
+            e.starts_with("t.arpa:9:") && e.contains("probability"),
+            "{e}"
+        );
+        let e = err(&SMALL.replace("\\end\\\n", ""));
+        assert!(e.contains("ends inside the 2-grams"), "{e}");
+    }
+}

@@ -44,9 +44,9 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DecodingConfig {
     pub beam: usize,
-    pub lm_alpha: f32,
-    pub lm_beta: f32,
-    pub lm_unk: f32,
+    pub lm_alpha: f64,
+    pub lm_beta: f64,
+    pub lm_unk: f64,
 }
 
 /// Name of the word LM inside a model folder.
@@ -240,9 +240,9 @@ impl AsrModel {
                 beam: d.beam,
                 lm: Some(std::sync::Arc::new(decode::LmFusion::new(
                     lm.clone(),
-                    d.lm_alpha,
-                    d.lm_beta,
-                    d.lm_unk,
+                    d.lm_alpha as f32,
+                    d.lm_beta as f32,
+                    d.lm_unk as f32,
                 ))),
                 ..DecodeOptions::default()
             },

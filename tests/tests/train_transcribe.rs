@@ -801,6 +801,64 @@ fn a_word_language_model_is_trained_and_fused_into_the_beam_search() {
         "{fused}"
     );
 
+    // A model folder can carry its LM and weights: it then decodes with them unless told --no-lm, and a
+    // converted copy keeps them.
+    let with_lm = dir.path().join("with_lm");
+    ok(&[
+        "convert",
+        model_s,
+        "--out",
+        with_lm.to_str().unwrap(),
+        "--weights",
+        "f32",
+        "--lm",
+        stranger_lm.to_str().unwrap(),
+        "--lm-alpha",
+        "3",
+        "--lm-unk",
+        "-30",
+    ]);
+    assert!(with_lm.join("lm.arpa.gz").is_file());
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(with_lm.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["decoding"]["beam"], 32);
+    assert_eq!(cfg["decoding"]["lm_alpha"], 3.0);
+    let with_lm_s = with_lm.to_str().unwrap();
+    assert_eq!(
+        ok(&["transcribe", "--model", with_lm_s, wav.to_str().unwrap()]),
+        fused
+    );
+    assert_eq!(
+        ok(&[
+            "transcribe",
+            "--model",
+            with_lm_s,
+            "--no-lm",
+            wav.to_str().unwrap()
+        ]),
+        plain
+    );
+    let int8 = dir.path().join("with_lm_int8");
+    ok(&[
+        "convert",
+        with_lm_s,
+        "--out",
+        int8.to_str().unwrap(),
+        "--weights",
+        "int8",
+    ]);
+    assert!(int8.join("lm.arpa.gz").is_file());
+    let err = fails(&[
+        "transcribe",
+        "--model",
+        model_s,
+        "--lm-alpha",
+        "0.3",
+        wav.to_str().unwrap(),
+    ]);
+    assert!(err.contains("--lm"), "{err}");
+
     // Errors: one line, naming the file (and line).
     let err = fails(&[
         "transcribe",

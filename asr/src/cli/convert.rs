@@ -38,7 +38,7 @@ pub struct ConvertArgs {
     pub lm: Option<PathBuf>,
     /// The LM weight the model records.
     #[arg(long, default_value_t = 0.5, requires = "lm")]
-    pub lm_alpha: f32,
+    pub lm_alpha: f64,
     /// The word bonus the model records.
     #[arg(
         long,
@@ -46,10 +46,10 @@ pub struct ConvertArgs {
         requires = "lm",
         allow_negative_numbers = true
     )]
-    pub lm_beta: f32,
+    pub lm_beta: f64,
     /// The unknown-word cost the model records.
     #[arg(long, default_value_t = -12.0, requires = "lm", allow_negative_numbers = true)]
-    pub lm_unk: f32,
+    pub lm_unk: f64,
     /// The beam the model records.
     #[arg(long, default_value_t = 32, requires = "lm")]
     pub beam: usize,

@@ -15,7 +15,7 @@ use crate::output::{self, Format};
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Model folder (config.json, model.safetensors, tokenizer/, optional lm.arpa.gz), or a NeMo `.nemo`
-    /// checkpoint (CTC).
+    /// checkpoint (CTC); default: the built-in English-Spanish model.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Use NeMo's pre-2025 front-end (+1 frame, reflect padding) whatever the model records (a `.nemo`
@@ -72,9 +72,7 @@ impl ModelArgs {
                 (self.legacy_frontend || self.no_legacy_frontend).then_some(self.legacy_frontend),
                 self.ctc_head,
             ),
-            None => bail!(
-                "give a model folder with --model (this build has no embedded default model yet)"
-            ),
+            None => crate::default_model::load(),
         }
     }
 
@@ -109,7 +107,7 @@ impl ModelArgs {
     /// alpha, beta, unk: the model's own when its LM is used, else the defaults.
     fn lm_defaults(&self, model: &AsrModel) -> (f32, f32, f32) {
         match model.config.decoding {
-            Some(d) if self.lm.is_none() => (d.lm_alpha, d.lm_beta, d.lm_unk),
+            Some(d) if self.lm.is_none() => (d.lm_alpha as f32, d.lm_beta as f32, d.lm_unk as f32),
             _ => (0.5, 2.0, -12.0),
         }
     }
