@@ -88,3 +88,18 @@ pub fn fails(args: &[&str]) -> String {
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
 }
+
+/// The (word, language) pairs of one transcript of `mezcla transcribe --format json`.
+pub fn words_and_langs(transcript: &serde_json::Value) -> Vec<(String, String)> {
+    transcript["words"]
+        .as_array()
+        .expect("a transcript has words")
+        .iter()
+        .map(|w| {
+            (
+                w["word"].as_str().unwrap().to_string(),
+                w["lang"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

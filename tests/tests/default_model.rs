@@ -3,7 +3,7 @@
 //! and the language of every reference segment.
 
 use mezcla_asr::metrics::{align, wer, EditOp};
-use mezcla_tests::{examples, ok};
+use mezcla_tests::{examples, ok, words_and_langs};
 use serde_json::Value;
 
 /// Word error rate allowed over all the example files together: the shipped model (run 7d with its word LM)
@@ -64,17 +64,7 @@ fn the_default_model_transcribes_the_code_switched_examples_with_their_languages
     let mut hyp_texts = Vec::new();
     for (r, g) in refs.iter().zip(&got) {
         assert_eq!(g["audio_filepath"], r.wav.as_str());
-        let hyp: Vec<(String, String)> = g["words"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| {
-                (
-                    w["word"].as_str().unwrap().to_string(),
-                    w["lang"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+        let hyp = words_and_langs(g);
         let ref_words: Vec<&str> = r.words.iter().map(|w| w.0.as_str()).collect();
         let hyp_words: Vec<&str> = hyp.iter().map(|w| w.0.as_str()).collect();
         // Every reference segment: the words aligned to it (hits and substitutions) are in its language,

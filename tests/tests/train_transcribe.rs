@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use mezcla_tests::{example_manifest_arg, examples, fails, ok, run};
+use mezcla_tests::{example_manifest_arg, examples, fails, ok, run, words_and_langs};
 use serde_json::Value;
 
 const STEPS: u64 = 180;
@@ -186,17 +186,7 @@ fn the_trained_model_transcribes_the_examples_with_their_languages() {
                 want.push((w.to_string(), seg["lang"].as_str().unwrap().to_string()));
             }
         }
-        let words: Vec<(String, String)> = got["words"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| {
-                (
-                    w["word"].as_str().unwrap().to_string(),
-                    w["lang"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+        let words = words_and_langs(&got);
         assert_eq!(words, want, "{}", wav.display());
     }
     let first_cs = dir.path().join("cs/audio/0.wav");
