@@ -233,23 +233,6 @@ impl AsrModel {
         Ok(model)
     }
 
-    /// The decoding the model folder asks for: beam search with its own LM, or greedy.
-    pub fn default_decoding(&self) -> DecodeOptions {
-        match (&self.lm, self.config.decoding) {
-            (Some(lm), Some(d)) => DecodeOptions {
-                beam: d.beam,
-                lm: Some(std::sync::Arc::new(decode::LmFusion::new(
-                    lm.clone(),
-                    d.lm_alpha as f32,
-                    d.lm_beta as f32,
-                    d.lm_unk as f32,
-                ))),
-                ..DecodeOptions::default()
-            },
-            _ => DecodeOptions::default(),
-        }
-    }
-
     /// Builds a model from its config, tokenizer and the bytes of its weights file (`name` is used in errors).
     pub fn from_weights(
         config: ModelConfig,

@@ -115,7 +115,6 @@ impl ModelArgs {
     /// How to decode with `model`: greedy; a beam search; or a beam search with a word LM (`--lm`, or the
     /// model's own unless `--no-lm`). Loads the `--lm` file.
     pub fn decode_options(&self, model: &AsrModel) -> Result<DecodeOptions> {
-        let own = model.default_decoding();
         let lm: Option<std::sync::Arc<crate::lm::NgramLm>> = match &self.lm {
             Some(path) => Some(std::sync::Arc::new(crate::lm::NgramLm::read_arpa(path)?)),
             None if self.no_lm => None,
@@ -128,7 +127,7 @@ impl ModelArgs {
         }
         let beam = self.beam.unwrap_or(match (&self.lm, &lm) {
             (Some(_), _) => 32,
-            (None, Some(_)) => own.beam,
+            (None, Some(_)) => model.config.decoding.map_or(32, |d| d.beam),
             _ => 1,
         });
         if beam == 0 {
@@ -138,7 +137,9 @@ impl ModelArgs {
             None => None,
             Some(lm) => {
                 if beam == 1 {
-                    bail!("a language model needs a beam search: give --beam 2 or more");
+                    bail!(
+                        "a language model needs a beam search: give --beam 2 or more (or --no-lm)"
+                    );
                 }
                 let (alpha, beta, unk) = self.lm_defaults(model);
                 Some(std::sync::Arc::new(crate::decode::LmFusion::new(
