@@ -299,11 +299,14 @@ impl Beam {
     }
 }
 
+/// How far (natural log) below a frame's most probable class a token may be and still extend a text.
+pub const TOKEN_PRUNE: f32 = 10.0;
+
 /// CTC prefix beam search over texts, keeping the `beam` best texts, with a word language model fused into
 /// their ranking when `lm` is given. All the token sequences that spell the same text (other segmentations,
 /// the same piece in another language) are summed, as pyctcdecode does; the ids, languages and frames
 /// reported are those of the best text's most probable single path. Only the `beam + 1` most probable
-/// tokens of each frame extend a text.
+/// tokens of each frame, and none more than `TOKEN_PRUNE` below its best, extend a text.
 pub fn prefix_beam(
     lp: LogProbs,
     blank: u32,
@@ -357,6 +360,9 @@ pub fn beam_search(
             order.select_nth_unstable_by(keep, |&a, &b| row[b].total_cmp(&row[a]));
             order.truncate(keep);
         }
+        // Nor is a token far below the frame's best one worth a try: its paths weigh e^-TOKEN_PRUNE of those.
+        let top = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        order.retain(|&c| row[c] >= top - TOKEN_PRUNE);
         let mut next: HashMap<String, Beam> = HashMap::new();
         let pb = row[blank as usize];
         for b in &beams {
