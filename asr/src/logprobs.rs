@@ -1,4 +1,5 @@
-//! Per-file CTC log-probabilities as safetensors (`mezcla transcribe --logprobs DIR`), for debugging and parity.
+//! Per-file log-probabilities as safetensors (`mezcla transcribe --logprobs DIR`), for debugging and parity: a
+//! CTC model's per frame, an RNN-T model's per step of its greedy decoding.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,11 @@ use mezcla_datagen::audio::read_wav_at;
 
 use crate::model::AsrModel;
 
-/// Name of the tensor in each file: `[T, V+1]` f32, valid frames only, blank last.
+/// Name of the tensor in each file: `[T, V+1]` f32, valid frames only, blank last (CTC); for RNN-T models
+/// `[S, V+1]`, the joint's log-probabilities at each of the S steps of greedy decoding.
 pub const LOG_PROBS_KEY: &str = "log_probs";
+/// RNN-T models only: `[S]` u32, the encoder frame of each step.
+pub const FRAMES_KEY: &str = "frames";
 
 /// Log-probabilities `[T, V+1]` of one utterance over its valid frames, computed on the whole audio at once
 /// (no chunking, whatever its length).
@@ -47,9 +51,30 @@ pub fn write_file(model: &AsrModel, audio: &Path, out: &Path) -> Result<()> {
     if a.samples.is_empty() {
         bail!("{}: the file has no samples", audio.display());
     }
-    let lp = utterance_log_probs(model, &a.samples).with_context(|| audio.display().to_string())?;
+    let tensors = if model.is_transducer() {
+        let path = model
+            .transducer_path(&a.samples, true)
+            .with_context(|| audio.display().to_string())?;
+        let steps = path.step_frames.len();
+        let classes = model.config.vocab_size + 1;
+        let frames: Vec<u32> = path.step_frames.iter().map(|&t| t as u32).collect();
+        HashMap::from([
+            (
+                LOG_PROBS_KEY.to_string(),
+                Tensor::from_vec(path.log_probs, (steps, classes), &candle_core::Device::Cpu)?,
+            ),
+            (
+                FRAMES_KEY.to_string(),
+                Tensor::from_vec(frames, steps, &candle_core::Device::Cpu)?,
+            ),
+        ])
+    } else {
+        let lp =
+            utterance_log_probs(model, &a.samples).with_context(|| audio.display().to_string())?;
+        HashMap::from([(LOG_PROBS_KEY.to_string(), lp)])
+    };
     let tmp = out.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(&HashMap::from([(LOG_PROBS_KEY.to_string(), lp)]), &tmp)
+    candle_core::safetensors::save(&tensors, &tmp)
         .with_context(|| format!("{}: cannot write", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("{}: cannot write", out.display()))
 }

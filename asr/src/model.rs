@@ -1,4 +1,5 @@
-//! A trained model as one folder (config, weights, tokenizer) and running it: audio → log-probs → transcript.
+//! A trained model as one folder (config, weights, tokenizer) and running it: audio → encoder → CTC log-probs or
+//! RNN-T greedy decoding → transcript.
 
 use std::path::Path;
 
@@ -6,9 +7,10 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use mezcla_models::conformer::{ConformerConfig, ConformerEncoder};
-use mezcla_models::cpu_inference::CpuConformerCtc;
+use mezcla_models::cpu_inference::CpuConformer;
 use mezcla_models::ctc::CtcHead;
 use mezcla_models::frontend::{FrontendOptions, MelFrontend, PadTo, PreprocessorConfig};
+use mezcla_models::transducer::{Transducer, TransducerConfig};
 use mezcla_tokenizer::ConcatTokenizer;
 use serde::{Deserialize, Serialize};
 
@@ -33,8 +35,11 @@ pub struct ModelConfig {
     pub legacy_frontend: bool,
     /// NeMo's ConformerEncoder block.
     pub encoder: ConformerConfig,
-    /// Vocabulary size V of the tokenizer; the CTC head has V + 1 outputs, blank last.
+    /// Vocabulary size V of the tokenizer; the CTC head (or the RNN-T joint) has V + 1 outputs, blank last.
     pub vocab_size: usize,
+    /// An RNN-T head (prediction network and joint, decoded greedily) instead of the CTC head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transducer: Option<TransducerConfig>,
     /// How to decode by default when the folder holds a word LM (`lm.arpa.gz`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decoding: Option<DecodingConfig>,
@@ -82,6 +87,7 @@ impl ModelConfig {
             legacy_frontend,
             encoder,
             vocab_size,
+            transducer: None,
             decoding: None,
         }
     }
@@ -105,6 +111,12 @@ impl ModelConfig {
         cfg.encoder
             .validate()
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        if let Some(t) = &cfg.transducer {
+            t.validate().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            if cfg.decoding.is_some() {
+                bail!("{name}: decoding (a word LM) is for CTC models; this one has an RNN-T head");
+            }
+        }
         if cfg.decoding.is_some_and(|d| d.beam < 2) {
             bail!("{name}: decoding.beam must be at least 2 (the LM needs a beam search)");
         }
@@ -112,16 +124,19 @@ impl ModelConfig {
     }
 }
 
-/// A loaded model: front-end, encoder, CTC head and tokenizer.
+/// A loaded model: front-end, encoder, CTC or RNN-T head and tokenizer.
 pub struct AsrModel {
     pub config: ModelConfig,
     pub frontend: MelFrontend,
     pub encoder: ConformerEncoder,
-    pub head: CtcHead,
+    /// The CTC head; `None` for RNN-T models.
+    pub head: Option<CtcHead>,
+    /// The RNN-T head of RNN-T models (inference only).
+    pub transducer: Option<Transducer>,
     pub tokenizer: ConcatTokenizer,
     pub device: Device,
     /// The fused CPU inference path over the same weights (models loaded for inference; not while training).
-    cpu: Option<CpuConformerCtc>,
+    cpu: Option<CpuConformer>,
     /// Each token's word start and text, for the beam search.
     pieces: decode::Pieces,
     /// The folder's own word LM (`lm.arpa.gz`, with `config.decoding`), used unless told otherwise.
@@ -180,11 +195,25 @@ impl AsrModel {
             );
         }
         let encoder = ConformerEncoder::new(&config.encoder, vb.pp("encoder"))?;
-        let head = CtcHead::new(
-            config.encoder.output_dim(),
-            config.vocab_size,
-            vb.pp("decoder"),
-        )?;
+        let (head, transducer) = match &config.transducer {
+            Some(t) => (
+                None,
+                Some(Transducer::new(
+                    t,
+                    config.encoder.output_dim(),
+                    config.vocab_size,
+                    &vb,
+                )?),
+            ),
+            None => (
+                Some(CtcHead::new(
+                    config.encoder.output_dim(),
+                    config.vocab_size,
+                    vb.pp("decoder"),
+                )?),
+                None,
+            ),
+        };
         Ok(Self {
             pieces: decode::Pieces::new(&tokenizer)?,
             lm: None,
@@ -192,6 +221,7 @@ impl AsrModel {
             frontend,
             encoder,
             head,
+            transducer,
             tokenizer,
             device: device.clone(),
             cpu: None,
@@ -202,11 +232,8 @@ impl AsrModel {
     /// [`Self::log_probs`] then uses. Only for fixed weights: a model being trained keeps the candle path.
     pub fn with_cpu_inference(mut self, vb: &VarBuilder) -> Result<Self> {
         if self.device.is_cpu() {
-            self.cpu = Some(CpuConformerCtc::new(
-                &self.config.encoder,
-                self.config.vocab_size,
-                vb,
-            )?);
+            let ctc_classes = self.head.is_some().then_some(self.config.vocab_size);
+            self.cpu = Some(CpuConformer::new(&self.config.encoder, ctc_classes, vb)?);
         }
         Ok(self)
     }
@@ -257,8 +284,58 @@ impl AsrModel {
         self.frontend.sample_rate()
     }
 
-    /// Log-probabilities [B, T', V+1] and valid frames for a batch of audio at the model's sample rate.
+    /// Whether the model decodes with an RNN-T head (greedy only; no frame-wise log-probabilities).
+    pub fn is_transducer(&self) -> bool {
+        self.transducer.is_some()
+    }
+
+    /// The encoder output [T', output_dim] (time-major) and T' of each utterance of a batch of audio at the
+    /// model's sample rate.
+    pub fn encode(&self, audios: &[&[f32]]) -> Result<Vec<(Vec<f32>, usize)>> {
+        if let Some(cpu) = &self.cpu {
+            return audios
+                .iter()
+                .map(|audio| {
+                    let f = self.frontend.compute(audio)?;
+                    Ok(cpu.encode(&f.data, f.n_frames, f.length)?)
+                })
+                .collect();
+        }
+        let batch = self.frontend.batch(audios, &self.device)?;
+        let (encoded, lengths) = self
+            .encoder
+            .forward(&batch.features, &batch.lengths, false)?;
+        // [B, d, T] → per utterance [T, d] over its valid frames.
+        let encoded = encoded.transpose(1, 2)?.contiguous()?;
+        let (_, t, d) = encoded.dims3()?;
+        let data = encoded.flatten_all()?.to_vec1::<f32>()?;
+        Ok(lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| (data[i * t * d..(i * t + len) * d].to_vec(), len))
+            .collect())
+    }
+
+    /// RNN-T greedy decoding of one utterance (an RNN-T model only); with `record`, the joint's
+    /// log-probabilities at every step are kept.
+    pub fn transducer_path(
+        &self,
+        audio: &[f32],
+        record: bool,
+    ) -> Result<mezcla_models::transducer::TransducerPath> {
+        let Some(transducer) = &self.transducer else {
+            bail!("the model has no RNN-T head");
+        };
+        let (encoded, frames) = self.encode(&[audio])?.remove(0);
+        Ok(transducer.greedy(&encoded, frames, record)?)
+    }
+
+    /// Log-probabilities [B, T', V+1] and valid frames for a batch of audio at the model's sample rate (CTC
+    /// models).
     pub fn log_probs(&self, audios: &[&[f32]]) -> Result<(Tensor, Vec<usize>)> {
+        let Some(head) = &self.head else {
+            bail!("an RNN-T model has no frame-wise CTC log-probabilities");
+        };
         if let Some(cpu) = &self.cpu {
             // One utterance at a time at its own length, each product on all threads.
             let mut outs = Vec::with_capacity(audios.len());
@@ -280,11 +357,24 @@ impl AsrModel {
         let (encoded, lengths) = self
             .encoder
             .forward(&batch.features, &batch.lengths, false)?;
-        Ok((self.head.log_probs(&encoded)?, lengths))
+        Ok((head.log_probs(&encoded)?, lengths))
     }
 
     /// Greedy or beam emissions of each utterance of a batch, in that utterance's frames.
     fn emissions(&self, audios: &[&[f32]], opts: &DecodeOptions) -> Result<Vec<Emission>> {
+        if let Some(transducer) = &self.transducer {
+            check_transducer_options(opts)?;
+            let mut out = Vec::new();
+            for (encoded, frames) in self.encode(audios)? {
+                let path = transducer.greedy(&encoded, frames, false)?;
+                out.extend(path.tokens.iter().map(|&(id, t)| Emission {
+                    id,
+                    start: t,
+                    end: t + 1,
+                }));
+            }
+            return Ok(out);
+        }
         let (lp, lengths) = self.log_probs(audios)?;
         let (_, t, c) = lp.dims3()?;
         let data = lp.flatten_all()?.to_vec1::<f32>()?;
@@ -309,13 +399,16 @@ impl AsrModel {
         }
     }
 
-    /// Log-probabilities of one utterance (data, frames, classes), or None if it is longer than a chunk.
+    /// Log-probabilities of one utterance (data, frames, classes), or None if it is longer than a chunk or the
+    /// model is an RNN-T model.
     pub fn utterance_log_probs(
         &self,
         audio: &[f32],
         opts: &DecodeOptions,
     ) -> Result<Option<(Vec<f32>, usize, usize)>> {
-        if audio.len() as f64 > opts.chunk_seconds * self.sample_rate() as f64 {
+        if self.is_transducer()
+            || audio.len() as f64 > opts.chunk_seconds * self.sample_rate() as f64
+        {
             return Ok(None);
         }
         let (lp, lengths) = self.log_probs(&[audio])?;
@@ -422,6 +515,16 @@ impl AsrModel {
             0.0,
         )?)
     }
+}
+
+/// RNN-T models decode greedily: a beam or a word LM is an error.
+fn check_transducer_options(opts: &DecodeOptions) -> Result<()> {
+    if opts.beam > 1 || opts.lm.is_some() {
+        bail!(
+            "beam search and word LMs are for CTC models; this RNN-T model decodes greedily (drop --beam and --lm)"
+        );
+    }
+    Ok(())
 }
 
 /// The emissions of one chunk of a long file.
@@ -594,6 +697,12 @@ pub fn attach_lm(dir: &Path, lm: &crate::lm::NgramLm, decoding: DecodingConfig) 
     let mut config = ModelConfig::read(&dir.join(CONFIG_FILE))?;
     if decoding.beam < 2 {
         bail!("the LM needs a beam search: give a beam of 2 or more");
+    }
+    if config.transducer.is_some() {
+        bail!(
+            "{}: a word LM is for CTC models; this one has an RNN-T head",
+            dir.display()
+        );
     }
     lm.save_arpa(&dir.join(LM_FILE))?;
     config.decoding = Some(decoding);

@@ -1,4 +1,5 @@
-//! NeMo `.nemo` checkpoints (Conformer CTC with char, SentencePiece or agg vocabularies): read, load and convert.
+//! NeMo `.nemo` checkpoints (Conformer CTC, RNN-T and hybrid RNN-T/CTC with char, SentencePiece or agg
+//! vocabularies): read, load and convert.
 //!
 //! A `.nemo` file is a tar (old files: tar.gz) holding `model_config.yaml`, `model_weights.ckpt` (a PyTorch zip
 //! checkpoint, read with candle's pickle reader) and tokenizer artifacts referenced from the config as
@@ -14,6 +15,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use mezcla_models::conformer::{ConformerConfig, ConvNorm, Subsampling};
 use mezcla_models::frontend::PreprocessorConfig;
+use mezcla_models::transducer::{JointActivation, TransducerConfig};
 use mezcla_tokenizer::proto::{int32_value, Fields, Value as PValue};
 use mezcla_tokenizer::{ConcatTokenizer, SentencePieceModel, SPACE_SYMBOL};
 use serde_yaml::{Mapping, Value};
@@ -36,27 +38,38 @@ pub struct NemoOptions {
     /// (older than 2.5.0, the first release with NVIDIA/NeMo 0fd4de534b, means the old front-end).
     pub legacy_frontend: Option<bool>,
     /// Run a hybrid RNN-T/CTC model (`EncDecHybridRNNTCTC[BPE]Model`) with its CTC head (`aux_ctc`), as NeMo
-    /// does after `change_decoding_strategy(decoder_type="ctc")`; without it such models are refused, since
-    /// NeMo decodes them with the RNN-T head by default.
+    /// does after `change_decoding_strategy(decoder_type="ctc")`; without it such models run their RNN-T
+    /// head, as NeMo does by default.
     pub ctc_head: bool,
     /// Language of a monolingual (char or single SentencePiece) vocabulary; default `default`. An error for
     /// aggregate tokenizers, whose languages are in the config.
     pub lang: Option<String>,
 }
 
-/// The vocabulary of a NeMo CTC model.
+/// The vocabulary of a NeMo model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VocabularyKind {
-    /// `EncDecCTCModel` with character labels.
+    /// `EncDecCTCModel` / `EncDecRNNTModel` with character labels.
     Char,
-    /// `EncDecCTCModelBPE` with one SentencePiece model.
+    /// A `…BPE` model with one SentencePiece model.
     SentencePiece,
-    /// `EncDecCTCModelBPE` with an aggregate tokenizer; the languages in id order.
+    /// A `…BPE` model with an aggregate tokenizer; the languages in id order.
     Aggregate(Vec<String>),
 }
 
+/// Which head of a NeMo model mezcla runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadKind {
+    /// `decoder` (ConvASRDecoder) of a CTC model.
+    Ctc,
+    /// `aux_ctc.decoder` of a hybrid model, stored as `ctc_decoder.…`.
+    HybridCtc,
+    /// `decoder` (RNNTDecoder) and `joint` (RNNTJoint) of an RNN-T or hybrid model.
+    Transducer,
+}
+
 /// A `.nemo` checkpoint mapped onto mezcla: config, weights (NeMo names, f32; a hybrid's CTC head renamed
-/// `decoder.…`) and tokenizer.
+/// `decoder.…`, or its RNN-T head as it is) and tokenizer.
 pub struct NemoCheckpoint {
     pub config: ModelConfig,
     pub tensors: HashMap<String, Tensor>,
@@ -266,20 +279,20 @@ pub fn read_nemo(path: &Path, opts: &NemoOptions) -> Result<NemoCheckpoint> {
         Some(m) if m.is_mapping() && root.get("encoder").is_none() => m.clone(),
         _ => root,
     };
+    // OmegaConf interpolations (`${model_defaults.pred_hidden}`) are resolved against the config.
+    let root = resolve_interpolations(&root, &root, 0).map_err(cerr)?;
 
-    let target = check_target(&root, opts.ctc_head).map_err(cerr)?;
-    // A hybrid model's CTC head is `aux_ctc.decoder` in the config and `ctc_decoder.…` in the weights.
-    let hybrid = class_name(&target).starts_with("EncDecHybridRNNTCTC");
-    let (decoder_key, weights_prefix) = if hybrid {
-        ("aux_ctc.decoder", "ctc_decoder.")
-    } else {
-        ("decoder", "decoder.")
-    };
-    let decoder = if hybrid {
-        section(section(&root, "aux_ctc").map_err(cerr)?, "decoder")
-            .map_err(|e| cerr(format!("aux_ctc.{e}")))?
-    } else {
-        section(&root, "decoder").map_err(cerr)?
+    let (target, head) = check_target(&root, opts.ctc_head).map_err(cerr)?;
+    // A hybrid model's CTC head is `aux_ctc.decoder` in the config and `ctc_decoder.…` in the weights; an
+    // RNN-T head's vocabulary is in `joint`.
+    let (decoder_key, decoder) = match head {
+        HeadKind::Ctc => ("decoder", section(&root, "decoder").map_err(cerr)?),
+        HeadKind::HybridCtc => (
+            "aux_ctc.decoder",
+            section(section(&root, "aux_ctc").map_err(cerr)?, "decoder")
+                .map_err(|e| cerr(format!("aux_ctc.{e}")))?,
+        ),
+        HeadKind::Transducer => ("joint", section(&root, "joint").map_err(cerr)?),
     };
     let nemo_version = root.get("nemo_version").map(value_text);
     let legacy = match opts.legacy_frontend {
@@ -335,14 +348,22 @@ pub fn read_nemo(path: &Path, opts: &NemoOptions) -> Result<NemoCheckpoint> {
                 .map_err(|e| anyhow!("--lang {lang:?}: {}", one_line(&e)))?
         }
     };
-    check_decoder(
-        decoder,
-        decoder_key,
-        encoder.output_dim(),
-        &tokenizer,
-        &vocabulary,
-    )
-    .map_err(cerr)?;
+    let transducer = match head {
+        HeadKind::Transducer => Some(
+            map_transducer(&root, encoder.output_dim(), &tokenizer, &vocabulary).map_err(cerr)?,
+        ),
+        _ => {
+            check_decoder(
+                decoder,
+                decoder_key,
+                encoder.output_dim(),
+                &tokenizer,
+                &vocabulary,
+            )
+            .map_err(cerr)?;
+            None
+        }
+    };
 
     if let Some(s) = &archive.sharded {
         bail!("{shown}: {s}: model-parallel checkpoints are not supported");
@@ -350,10 +371,11 @@ pub fn read_nemo(path: &Path, opts: &NemoOptions) -> Result<NemoCheckpoint> {
     let Some(weights) = &archive.weights else {
         bail!("{shown}: the archive has no {WEIGHTS_MEMBER}");
     };
-    let tensors = read_weights(weights.path(), weights_prefix)
+    let tensors = read_weights(weights.path(), head)
         .map_err(|e| anyhow!("{shown}: {WEIGHTS_MEMBER}: {}", one_line(&e)))?;
 
-    let config = ModelConfig::from_parts(preprocessor, legacy, encoder, tokenizer.vocab_size());
+    let mut config = ModelConfig::from_parts(preprocessor, legacy, encoder, tokenizer.vocab_size());
+    config.transducer = transducer;
     Ok(NemoCheckpoint {
         config,
         tensors,
@@ -388,33 +410,311 @@ fn class_name(target: &str) -> &str {
     target.rsplit('.').next().unwrap_or(target)
 }
 
-fn check_target(root: &Value, ctc_head: bool) -> std::result::Result<String, String> {
+fn check_target(root: &Value, ctc_head: bool) -> std::result::Result<(String, HeadKind), String> {
+    let bpe = root.get("tokenizer").is_some_and(|t| !t.is_null());
     let target = match root.get("target") {
         Some(Value::String(s)) => s.clone(),
         Some(other) => return Err(format!("target: not a class path: {}", value_text(other))),
         // Very old configs have no `target`; infer it from the modules.
-        None if root.get("joint").is_some() => return Err(
-            "target: missing, and the config has a `joint` (RNN-T): only CTC models are supported yet"
-                .into(),
-        ),
-        None if root.get("tokenizer").is_some() => "EncDecCTCModelBPE".into(),
+        None if root.get("joint").is_some() && bpe => "EncDecRNNTBPEModel".into(),
+        None if root.get("joint").is_some() => "EncDecRNNTModel".into(),
+        None if bpe => "EncDecCTCModelBPE".into(),
         None => "EncDecCTCModel".into(),
     };
-    match class_name(&target) {
-        "EncDecCTCModel" | "EncDecCTCModelBPE" => Ok(target),
-        "EncDecHybridRNNTCTCModel" | "EncDecHybridRNNTCTCBPEModel" if ctc_head => Ok(target),
-        "EncDecHybridRNNTCTCModel" | "EncDecHybridRNNTCTCBPEModel" => Err(format!(
-            "target: {target}: the RNN-T head of hybrid models is not supported yet; pass --ctc-head to \
-             run its CTC head (NeMo's decoder_type=\"ctc\")"
-        )),
-        c if c.contains("RNNT") || c.contains("Transducer") => Err(format!(
-            "target: {target}: RNN-T models are not supported yet (only CTC: EncDecCTCModel, \
-             EncDecCTCModelBPE, and hybrids' CTC head with --ctc-head)"
-        )),
-        _ => Err(format!(
-            "target: {target} is not supported (only EncDecCTCModel and EncDecCTCModelBPE)"
-        )),
+    let head = match class_name(&target) {
+        "EncDecCTCModel" | "EncDecCTCModelBPE" => HeadKind::Ctc,
+        "EncDecHybridRNNTCTCModel" | "EncDecHybridRNNTCTCBPEModel" if ctc_head => {
+            HeadKind::HybridCtc
+        }
+        "EncDecHybridRNNTCTCModel" | "EncDecHybridRNNTCTCBPEModel" => HeadKind::Transducer,
+        "EncDecRNNTModel" | "EncDecRNNTBPEModel" if ctc_head => {
+            return Err(format!(
+                "target: {target} has no CTC head; --ctc-head is for hybrid RNN-T/CTC models"
+            ))
+        }
+        "EncDecRNNTModel" | "EncDecRNNTBPEModel" => HeadKind::Transducer,
+        _ => {
+            return Err(format!(
+                "target: {target} is not supported (only EncDecCTCModel[BPE], EncDecRNNTModel / \
+                 EncDecRNNTBPEModel and EncDecHybridRNNTCTC[BPE]Model)"
+            ))
+        }
+    };
+    Ok((target, head))
+}
+
+/// Replaces every string that is exactly an OmegaConf interpolation `${a.b.c}` by the value at that path of
+/// `root` (itself resolved), as OmegaConf does when the config is read; other strings stay as they are.
+fn resolve_interpolations(
+    value: &Value,
+    root: &Value,
+    depth: usize,
+) -> std::result::Result<Value, String> {
+    if depth > 16 {
+        return Err("interpolations nest too deep (a cycle?)".into());
     }
+    Ok(match value {
+        Value::String(s) => {
+            let Some(path) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) else {
+                return Ok(value.clone());
+            };
+            if path.contains(['$', '{', '}', ':']) {
+                return Err(format!(
+                    "{s}: interpolations other than ${{a.b.c}} are not supported"
+                ));
+            }
+            let mut node = root;
+            for part in path.split('.') {
+                node = node
+                    .get(part)
+                    .ok_or_else(|| format!("{s}: the config has no {path}"))?;
+            }
+            resolve_interpolations(node, root, depth + 1)?
+        }
+        Value::Mapping(m) => {
+            let mut out = Mapping::new();
+            for (k, v) in m {
+                out.insert(k.clone(), resolve_interpolations(v, root, depth)?);
+            }
+            Value::Mapping(out)
+        }
+        Value::Sequence(items) => Value::Sequence(
+            items
+                .iter()
+                .map(|v| resolve_interpolations(v, root, depth))
+                .collect::<std::result::Result<_, _>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// Maps an RNN-T head (`decoder`: RNNTDecoder, `joint`: RNNTJoint, `decoding`: greedy settings) onto mezcla's;
+/// `enc_dim` is the encoder output width.
+fn map_transducer(
+    root: &Value,
+    enc_dim: usize,
+    tok: &ConcatTokenizer,
+    kind: &VocabularyKind,
+) -> std::result::Result<TransducerConfig, String> {
+    let vocab = tok.vocab_size();
+    let count = |key: &str, v: &Value| -> std::result::Result<usize, String> {
+        v.as_u64()
+            .filter(|&n| n > 0)
+            .map(|n| n as usize)
+            .ok_or_else(|| format!("{key}: {} is not a positive integer", value_text(v)))
+    };
+    let must_equal = |key: &str, v: &Value, want: usize, what: &str| {
+        let n = count(key, v)?;
+        if n == want {
+            Ok(())
+        } else {
+            Err(format!("{key}: {n} differs from {what} {want}"))
+        }
+    };
+
+    let dec = section(root, "decoder")?;
+    let (mut pred_hidden, mut layers, mut rnn_hidden) = (None, None, None);
+    for (k, v) in dec.as_mapping().expect("checked to be a mapping") {
+        let key = value_text(k);
+        match key.as_str() {
+            "_target_" => {
+                let t = value_text(v);
+                if class_name(&t) != "RNNTDecoder" {
+                    return Err(format!(
+                        "decoder._target_: {t} is not supported (only RNNTDecoder)"
+                    ));
+                }
+            }
+            "vocab_size" => must_equal("decoder.vocab_size", v, vocab, "the vocabulary size")?,
+            "normalization_mode" => {
+                if !v.is_null() {
+                    return Err(format!(
+                        "decoder.normalization_mode: {} is not supported (only null)",
+                        value_text(v)
+                    ));
+                }
+            }
+            // Training only: random initial states; blank_as_pad: whether the blank has an embedding row,
+            // read from the weights' shape.
+            "random_state_sampling" | "blank_as_pad" => {}
+            "prednet" => {
+                let Some(map) = v.as_mapping() else {
+                    return Err("decoder.prednet: not a mapping".into());
+                };
+                for (pk, pv) in map {
+                    let pkey = value_text(pk);
+                    let full = format!("decoder.prednet.{pkey}");
+                    match pkey.as_str() {
+                        "pred_hidden" => pred_hidden = Some(count(&full, pv)?),
+                        "pred_rnn_layers" => layers = Some(count(&full, pv)?),
+                        "rnn_hidden_size" => rnn_hidden = pv.as_i64().filter(|&n| n > 0),
+                        // Initialisation and training-time dropout only.
+                        "forget_gate_bias"
+                        | "t_max"
+                        | "weights_init_scale"
+                        | "hidden_hidden_bias_scale"
+                        | "dropout" => {}
+                        _ => return Err(format!("{full}: not supported by mezcla")),
+                    }
+                }
+            }
+            _ => return Err(format!("decoder.{key}: not supported by mezcla")),
+        }
+    }
+    let pred_hidden = pred_hidden.ok_or("decoder.prednet.pred_hidden: missing")?;
+    let pred_rnn_layers = layers.ok_or("decoder.prednet.pred_rnn_layers: missing")?;
+    if let Some(n) = rnn_hidden.filter(|&n| n as usize != pred_hidden) {
+        return Err(format!(
+            "decoder.prednet.rnn_hidden_size: {n} is not supported (only pred_hidden, {pred_hidden})"
+        ));
+    }
+
+    let joint = section(root, "joint")?;
+    let (mut joint_hidden, mut activation) = (None, None);
+    for (k, v) in joint.as_mapping().expect("checked to be a mapping") {
+        let key = value_text(k);
+        match key.as_str() {
+            "_target_" => {
+                let t = value_text(v);
+                if class_name(&t) != "RNNTJoint" {
+                    return Err(format!(
+                        "joint._target_: {t} is not supported (only RNNTJoint)"
+                    ));
+                }
+            }
+            "num_classes" => {
+                if v.as_i64().is_some_and(|n| n > 0) {
+                    must_equal("joint.num_classes", v, vocab, "the vocabulary size")?;
+                }
+            }
+            "num_extra_outputs" => {
+                if !is_null_or(v, |v| v.as_i64() == Some(0)) {
+                    return Err(format!(
+                        "joint.num_extra_outputs: {} is not supported (TDT and multi-blank models are not)",
+                        value_text(v)
+                    ));
+                }
+            }
+            "vocabulary" => {
+                if let (Some(list), VocabularyKind::Aggregate(_) | VocabularyKind::SentencePiece) =
+                    (v.as_sequence(), kind)
+                {
+                    if !list.is_empty() && list.len() != vocab {
+                        return Err(format!(
+                            "joint.vocabulary: {} entries but the tokenizer has {vocab}",
+                            list.len()
+                        ));
+                    }
+                }
+            }
+            // The softmax does not change the greedy choice (mezcla's log-probs always have it); the rest
+            // is memory and training machinery.
+            "log_softmax"
+            | "preserve_memory"
+            | "fuse_loss_wer"
+            | "fused_batch_size"
+            | "experimental_fuse_loss_wer"
+            | "masking_prob" => {}
+            "jointnet" => {
+                let Some(map) = v.as_mapping() else {
+                    return Err("joint.jointnet: not a mapping".into());
+                };
+                for (jk, jv) in map {
+                    let jkey = value_text(jk);
+                    let full = format!("joint.jointnet.{jkey}");
+                    match jkey.as_str() {
+                        "joint_hidden" => joint_hidden = Some(count(&full, jv)?),
+                        "encoder_hidden" => {
+                            must_equal(&full, jv, enc_dim, "the encoder's output size")?
+                        }
+                        "pred_hidden" => {
+                            must_equal(&full, jv, pred_hidden, "decoder.prednet.pred_hidden")?
+                        }
+                        "activation" => {
+                            activation = Some(match jv.as_str() {
+                                Some("relu") => JointActivation::Relu,
+                                Some("tanh") => JointActivation::Tanh,
+                                Some("sigmoid") => JointActivation::Sigmoid,
+                                _ => {
+                                    return Err(format!(
+                                        "{full}: {} is not supported (relu, tanh or sigmoid)",
+                                        value_text(jv)
+                                    ))
+                                }
+                            })
+                        }
+                        "dropout" => {}
+                        _ => return Err(format!("{full}: not supported by mezcla")),
+                    }
+                }
+            }
+            _ => return Err(format!("joint.{key}: not supported by mezcla")),
+        }
+    }
+    let joint_hidden = joint_hidden.ok_or("joint.jointnet.joint_hidden: missing")?;
+    let activation = activation.ok_or("joint.jointnet.activation: missing")?;
+
+    if let Some(loss) = root.get("loss").and_then(|l| l.get("loss_name")) {
+        let name = value_text(loss).to_ascii_lowercase();
+        if name.contains("tdt") || name.contains("multiblank") {
+            return Err(format!(
+                "loss.loss_name: {} is not supported (TDT and multi-blank models are not)",
+                value_text(loss)
+            ));
+        }
+    }
+    // NeMo's RNNTDecodingConfig: greedy_batch, at most 10 tokens per frame unless the config says otherwise
+    // (`greedy.max_symbols`, else `greedy.max_symbols_per_step`; null for both: no limit).
+    let decoding = root.get("decoding").filter(|d| !d.is_null());
+    let mut max_symbols = Some(10);
+    if let Some(d) = decoding {
+        if let Some(strategy) = d.get("strategy").filter(|v| !v.is_null()) {
+            if !matches!(strategy.as_str(), Some("greedy" | "greedy_batch")) {
+                return Err(format!(
+                    "decoding.strategy: {} is not supported (mezcla decodes RNN-T models greedily: \
+                     greedy or greedy_batch)",
+                    value_text(strategy)
+                ));
+            }
+        }
+        if let Some(mt) = d.get("model_type").filter(|v| !v.is_null()) {
+            if mt.as_str() != Some("rnnt") {
+                return Err(format!(
+                    "decoding.model_type: {} is not supported (only rnnt)",
+                    value_text(mt)
+                ));
+            }
+        }
+        if let Some(g) = d.get("greedy").filter(|g| !g.is_null()) {
+            let positive = |key: &str| -> std::result::Result<Option<Option<usize>>, String> {
+                match g.get(key) {
+                    None => Ok(None),
+                    Some(v) if v.is_null() => Ok(Some(None)),
+                    Some(v) => match v.as_i64() {
+                        // NeMo takes the first truthy of the two keys: 0 counts as unset.
+                        Some(0) => Ok(Some(None)),
+                        Some(n) if n > 0 => Ok(Some(Some(n as usize))),
+                        _ => Err(format!(
+                            "decoding.greedy.{key}: {} is not a count",
+                            value_text(v)
+                        )),
+                    },
+                }
+            };
+            let per_step = positive("max_symbols_per_step")?.unwrap_or(Some(10));
+            max_symbols = match positive("max_symbols")? {
+                Some(Some(n)) => Some(n),
+                _ => per_step,
+            };
+        }
+    }
+    Ok(TransducerConfig {
+        pred_hidden,
+        pred_rnn_layers,
+        joint_hidden,
+        activation,
+        max_symbols,
+    })
 }
 
 /// Whether a checkpoint written by this NeMo version used the pre-2025-07 front-end (+1 frame, reflect
@@ -823,18 +1123,31 @@ pub fn char_vocabulary(labels: &[String]) -> std::result::Result<SentencePieceMo
     SentencePieceModel::from_bytes(&model.to_bytes(), "char vocabulary").map_err(|e| one_line(&e))
 }
 
-/// The encoder and CTC head (`<ctc_prefix>…`, renamed `decoder.…`) tensors of a PyTorch state dict, as f32.
-fn read_weights(path: &Path, ctc_prefix: &str) -> Result<HashMap<String, Tensor>> {
+/// The encoder and head tensors of a PyTorch state dict, as f32: a CTC head as `decoder.…` (a hybrid's
+/// `ctc_decoder.…` renamed), an RNN-T head as `decoder.prediction.…` and `joint.…`.
+fn read_weights(path: &Path, head: HeadKind) -> Result<HashMap<String, Tensor>> {
     let pth = candle_core::pickle::PthTensors::new(path, None)
         .map_err(|e| anyhow!("not a PyTorch checkpoint: {}", one_line(&e)))?;
     let mut names: Vec<&String> = pth.tensor_infos().keys().collect();
     names.sort();
     let mut out = HashMap::new();
     for name in names {
-        let key = match name.strip_prefix(ctc_prefix) {
-            Some(rest) => format!("decoder.{rest}"),
-            None if name.starts_with("encoder.") => name.clone(),
-            None => continue,
+        let key = if name.starts_with("encoder.") {
+            name.clone()
+        } else {
+            match head {
+                HeadKind::Ctc if name.starts_with("decoder.") => name.clone(),
+                HeadKind::HybridCtc => match name.strip_prefix("ctc_decoder.") {
+                    Some(rest) => format!("decoder.{rest}"),
+                    None => continue,
+                },
+                HeadKind::Transducer
+                    if name.starts_with("decoder.prediction.") || name.starts_with("joint.") =>
+                {
+                    name.clone()
+                }
+                _ => continue,
+            }
         };
         let info = &pth.tensor_infos()[name];
         if !info.dtype.is_float() {
@@ -848,7 +1161,7 @@ fn read_weights(path: &Path, ctc_prefix: &str) -> Result<HashMap<String, Tensor>
         out.insert(key, t);
     }
     if out.is_empty() {
-        bail!("no encoder.* or {ctc_prefix}* tensors");
+        bail!("no encoder.* tensors");
     }
     Ok(out)
 }

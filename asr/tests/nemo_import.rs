@@ -1,5 +1,6 @@
 //! `.nemo` import against NeMo 3.0 on tiny random-weight checkpoints (asr/tests/fixtures/make_nemo_fixtures.py):
-//! log-probs within 1e-4, greedy texts and ids exactly, conversion, tar.gz, the CLI, and one-line errors.
+//! CTC log-probs, and RNN-T joint log-probs along greedy decoding, within 1e-4; greedy texts and ids exactly;
+//! conversion, tar.gz, the CLI, and one-line errors.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
-use mezcla_asr::logprobs::{utterance_log_probs, LOG_PROBS_KEY};
+use mezcla_asr::logprobs::{utterance_log_probs, FRAMES_KEY, LOG_PROBS_KEY};
 use mezcla_asr::model::{AsrModel, DecodeOptions};
 use mezcla_asr::nemo::{
     self, char_vocabulary, legacy_from_version, load_nemo, NemoOptions, VocabularyKind,
@@ -30,6 +31,12 @@ struct ModelRef {
     classes: usize,
     min_top2_gap: f64,
     files: BTreeMap<String, FileRef>,
+    /// "rnnt" for RNN-T heads; absent for CTC.
+    #[serde(default)]
+    head: Option<String>,
+    /// RNN-T: the most tokens greedy decoding emits at one frame.
+    #[serde(default)]
+    max_symbols: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -37,7 +44,16 @@ struct FileRef {
     wav: String,
     frames: usize,
     text: String,
+    /// CTC: the greedy ids.
+    #[serde(default)]
     greedy_ids: Vec<u32>,
+    /// RNN-T: the emitted tokens, the evaluated steps and the most tokens of one frame.
+    #[serde(default)]
+    tokens: Vec<u32>,
+    #[serde(default)]
+    steps: usize,
+    #[serde(default)]
+    most_tokens_in_a_frame: usize,
 }
 
 fn fixtures() -> PathBuf {
@@ -110,6 +126,137 @@ fn check_model(model: &AsrModel, m: &ModelRef) -> f32 {
     worst
 }
 
+/// Every file of an RNN-T model: the joint's log-probabilities at every step of greedy decoding within the
+/// tolerance, at the same frames; the tokens and the text exactly. Returns the largest difference.
+fn check_transducer(model: &AsrModel, m: &ModelRef) -> f32 {
+    assert_eq!(m.head.as_deref(), Some("rnnt"));
+    assert!(m.min_top2_gap > 10.0 * f64::from(TOLERANCE));
+    let cfg = model.config.transducer.as_ref().expect("an RNN-T model");
+    assert_eq!(cfg.max_symbols, m.max_symbols, "{}", m.nemo);
+    let refs = candle_core::safetensors::load(fixtures().join(&m.log_probs), &Device::Cpu).unwrap();
+    let mut worst = 0f32;
+    for (stem, f) in &m.files {
+        // The fixtures hit the cap on tokens per frame, so that it is tested.
+        assert_eq!(Some(f.most_tokens_in_a_frame), m.max_symbols, "{stem}");
+        let samples = audio(model, f);
+        let path = model.transducer_path(&samples, true).unwrap();
+        let want_frames = refs[&format!("{stem}.frames")].to_vec1::<i64>().unwrap();
+        let got_frames: Vec<i64> = path.step_frames.iter().map(|&t| t as i64).collect();
+        assert_eq!(got_frames, want_frames, "{}: {stem}: step frames", m.nemo);
+        assert_eq!(path.step_frames.len(), f.steps);
+        assert!(*path.step_frames.last().unwrap() < f.frames);
+        let got = Tensor::from_vec(path.log_probs, (f.steps, m.classes), &Device::Cpu).unwrap();
+        let d = max_diff(&got, &refs[stem]);
+        assert!(
+            d <= TOLERANCE,
+            "{}: {stem}: log-probs differ by {d}",
+            m.nemo
+        );
+        worst = worst.max(d);
+        let tokens: Vec<u32> = path.tokens.iter().map(|&(id, _)| id).collect();
+        assert_eq!(tokens, f.tokens, "{}: {stem}", m.nemo);
+        let t = model
+            .transcribe(&samples, &DecodeOptions::default())
+            .unwrap();
+        assert_eq!(t.token_ids(), f.tokens, "{}: {stem}", m.nemo);
+        assert_eq!(t.text, f.text.trim(), "{}: {stem}", m.nemo);
+    }
+    worst
+}
+
+#[test]
+fn agg_rnnt_matches_nemo() {
+    let m = model_ref("agg_rnnt");
+    let ckpt = nemo::read_nemo(&nemo_path("agg_rnnt"), &NemoOptions::default()).unwrap();
+    assert!(ckpt.target.ends_with("EncDecRNNTBPEModel"));
+    assert_eq!(
+        ckpt.vocabulary,
+        VocabularyKind::Aggregate(vec!["en".into(), "es".into()])
+    );
+    let t = ckpt.config.transducer.as_ref().unwrap();
+    assert_eq!(
+        (t.pred_rnn_layers, t.pred_hidden, t.joint_hidden),
+        (2, 24, 20)
+    );
+    // Dropout before the output layer: NeMo stores it as joint_net.2.
+    assert!(ckpt.tensors.contains_key("joint.joint_net.2.weight"));
+    let model = load_nemo(&nemo_path("agg_rnnt"), &NemoOptions::default()).unwrap();
+    assert!(model.is_transducer());
+    let d = check_transducer(&model, &m);
+    eprintln!("agg_rnnt: max |Δ log-prob| = {d:e}");
+    // Words carry the language of their tokens' range, as with CTC.
+    let f = &m.files["en_000001"];
+    let t = model
+        .transcribe(&audio(&model, f), &DecodeOptions::default())
+        .unwrap();
+    assert!(t.words.iter().any(|w| w.lang == "en") && t.words.iter().any(|w| w.lang == "es"));
+    // The candle encoder (no fused CPU path) gives the same decoding.
+    let plain = load_nemo(&nemo_path("agg_rnnt"), &NemoOptions::default())
+        .unwrap()
+        .without_cpu_inference();
+    check_transducer(&plain, &m);
+}
+
+#[test]
+fn hybrid_rnnt_head_matches_nemo() {
+    // NeMo decodes hybrids with their RNN-T head by default, and so does mezcla.
+    let m = model_ref("hybrid_rnnt");
+    let ckpt = nemo::read_nemo(&nemo_path("hybrid_rnnt"), &NemoOptions::default()).unwrap();
+    assert!(ckpt.target.ends_with("EncDecHybridRNNTCTCBPEModel"));
+    assert!(ckpt.tensors.keys().all(|k| k.starts_with("encoder.")
+        || k.starts_with("decoder.prediction.")
+        || k.starts_with("joint.")));
+    let model = load_nemo(&nemo_path("hybrid_rnnt"), &NemoOptions::default()).unwrap();
+    let d = check_transducer(&model, &m);
+    eprintln!("hybrid_rnnt: max |Δ log-prob| = {d:e}");
+}
+
+#[test]
+fn char_rnnt_without_a_blank_embedding_matches_nemo() {
+    let m = model_ref("char_rnnt");
+    let ckpt = nemo::read_nemo(&nemo_path("char_rnnt"), &NemoOptions::default()).unwrap();
+    assert_eq!(ckpt.vocabulary, VocabularyKind::Char);
+    // blank_as_pad false: one embedding row per label, none for the blank.
+    assert_eq!(
+        ckpt.tensors["decoder.prediction.embed.weight"].dims(),
+        &[28, 16]
+    );
+    let model = load_nemo(&nemo_path("char_rnnt"), &NemoOptions::default()).unwrap();
+    let d = check_transducer(&model, &m);
+    eprintln!("char_rnnt: max |Δ log-prob| = {d:e}");
+}
+
+#[test]
+fn interpolated_sizes_resolve_as_in_omegaconf() {
+    // NeMo's own configs give the RNN-T sizes as `${model_defaults.*}`; its save_to resolves them, hand-made
+    // archives may not.
+    let dir = tempfile::tempdir().unwrap();
+    let path = edited("agg_rnnt", dir.path(), |y| {
+        let from = "    pred_hidden: 24\n    pred_rnn_layers: 2\n";
+        assert!(y.contains(from));
+        y.replacen(
+            from,
+            "    pred_hidden: ${model_defaults.pred_hidden}\n    pred_rnn_layers: 2\n",
+            1,
+        )
+        .replacen(
+            "    joint_hidden: 20\n",
+            "    joint_hidden: ${model_defaults.joint_hidden}\n",
+            1,
+        )
+    });
+    let model = load_nemo(&path, &NemoOptions::default()).unwrap();
+    check_transducer(&model, &model_ref("agg_rnnt"));
+    let broken = edited("agg_rnnt", dir.path(), |y| {
+        y.replacen(
+            "    joint_hidden: 20\n",
+            "    joint_hidden: ${model_defaults.nope}\n",
+            1,
+        )
+    });
+    load_error(&broken, "model_defaults.nope");
+}
+
 #[test]
 fn char_ctc_matches_nemo() {
     let m = model_ref("char_ctc");
@@ -174,7 +321,9 @@ fn agg_ctc_legacy_matches_nemo() {
 fn hybrid_ctc_head_matches_nemo() {
     let path = nemo_path("hybrid_ctc_head");
     // NeMo decodes hybrids with their RNN-T head by default: the CTC head is opt-in.
-    load_error(&path, "--ctc-head");
+    assert!(load_nemo(&path, &NemoOptions::default())
+        .unwrap()
+        .is_transducer());
     let opts = NemoOptions {
         ctc_head: true,
         ..Default::default()
@@ -243,11 +392,19 @@ fn legacy_follows_nemo_version() {
 
 #[test]
 fn converted_folders_match_nemo() {
-    for name in ["char_ctc", "bpe_ctc", "agg_ctc_legacy", "hybrid_ctc_head"] {
+    for name in [
+        "char_ctc",
+        "bpe_ctc",
+        "agg_ctc_legacy",
+        "hybrid_ctc_head",
+        "agg_rnnt",
+        "hybrid_rnnt",
+        "char_rnnt",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("model");
         let opts = NemoOptions {
-            ctc_head: name.starts_with("hybrid"),
+            ctc_head: name == "hybrid_ctc_head",
             lang: (name == "bpe_ctc").then(|| "en".to_string()),
             ..Default::default()
         };
@@ -259,7 +416,16 @@ fn converted_folders_match_nemo() {
         }
         let m = model_ref(name);
         assert_eq!(model.config.legacy_frontend, m.legacy_frontend);
-        check_model(&model, &m);
+        if m.head.is_some() {
+            check_transducer(&model, &m);
+            // f16 storage keeps the decoding of this tiny model (its top-2 gaps are far above f16's error).
+            let half = dir.path().join("f16");
+            mezcla_asr::model::convert_folder(&out, &half, mezcla_asr::weights::WeightFormat::F16)
+                .unwrap();
+            assert!(AsrModel::load(&half).unwrap().is_transducer());
+        } else {
+            check_model(&model, &m);
+        }
     }
 }
 
@@ -394,7 +560,7 @@ fn errors_name_the_file_and_key() {
     });
     load_error(&wrong, "model_weights.ckpt does not fit model_config.yaml");
 
-    let cases: [(&str, &str, &str, &str); 10] = [
+    let cases: [(&str, &str, &str, &str); 15] = [
         (
             "char_ctc",
             "  window: hann\n",
@@ -434,8 +600,38 @@ fn errors_name_the_file_and_key() {
         (
             "char_ctc",
             "target: nemo.collections.asr.models.ctc_models.EncDecCTCModel",
-            "target: nemo.collections.asr.models.rnnt_models.EncDecRNNTModel",
-            "target: nemo.collections.asr.models.rnnt_models.EncDecRNNTModel",
+            "target: nemo.collections.asr.models.EncDecMultiTaskModel",
+            "target: nemo.collections.asr.models.EncDecMultiTaskModel",
+        ),
+        (
+            "agg_rnnt",
+            "  strategy: greedy_batch\n",
+            "  strategy: beam\n",
+            "decoding.strategy",
+        ),
+        (
+            "agg_rnnt",
+            "  num_classes: 88\n",
+            "  num_classes: 88\n  num_extra_outputs: 5\n",
+            "joint.num_extra_outputs",
+        ),
+        (
+            "agg_rnnt",
+            "  normalization_mode: null\n",
+            "  normalization_mode: layer\n",
+            "decoder.normalization_mode",
+        ),
+        (
+            "agg_rnnt",
+            "    activation: relu\n",
+            "    activation: gelu\n",
+            "joint.jointnet.activation",
+        ),
+        (
+            "hybrid_rnnt",
+            "    pred_rnn_layers: 1\n",
+            "    pred_rnn_layers: 1\n    rnn_hidden_size: 64\n",
+            "decoder.prednet.rnn_hidden_size",
         ),
         ("char_ctc", "nemo_version: 3.0.0\n", "", "nemo_version"),
         ("bpe_ctc", "  type: bpe", "  type: wpe", "tokenizer.type"),
@@ -544,4 +740,73 @@ fn cli_transcribes_nemo_and_writes_log_probs() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("bad.nemo"), "{err}");
+}
+
+#[test]
+fn cli_runs_rnnt_nemo_and_writes_step_log_probs() {
+    let m = model_ref("agg_rnnt");
+    let dir = tempfile::tempdir().unwrap();
+    let lp_dir = dir.path().join("lp");
+    let (stem, f) = m.files.iter().next().unwrap();
+    let wav = workspace().join(&f.wav).display().to_string();
+    let model = nemo_path("agg_rnnt").display().to_string();
+    let out = mezcla(&[
+        "transcribe",
+        "--model",
+        &model,
+        "--format",
+        "json",
+        "--logprobs",
+        lp_dir.to_str().unwrap(),
+        &wav,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(json["text"], f.text.trim(), "{stdout}");
+    let got =
+        candle_core::safetensors::load(lp_dir.join(format!("{stem}.safetensors")), &Device::Cpu)
+            .unwrap();
+    let refs = candle_core::safetensors::load(fixtures().join(&m.log_probs), &Device::Cpu).unwrap();
+    assert!(max_diff(&got[LOG_PROBS_KEY], &refs[stem]) <= TOLERANCE);
+    let frames: Vec<i64> = got[FRAMES_KEY]
+        .to_vec1::<u32>()
+        .unwrap()
+        .into_iter()
+        .map(i64::from)
+        .collect();
+    assert_eq!(
+        frames,
+        refs[&format!("{stem}.frames")].to_vec1::<i64>().unwrap()
+    );
+
+    // convert names the head; a beam search or an LM is refused in one line.
+    let folder = dir.path().join("converted");
+    let out = mezcla(&["convert", &model, "--out", folder.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line.contains("EncDecRNNTBPEModel") && line.contains("RNN-T head (LSTM 2 × 24, joint 20"),
+        "{line}"
+    );
+    let out = mezcla(&[
+        "transcribe",
+        "--model",
+        folder.to_str().unwrap(),
+        "--beam",
+        "4",
+        &wav,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("RNN-T") && err.contains("--beam"), "{err}");
 }

@@ -1,4 +1,4 @@
-//! The Conformer-CTC forward pass for CPU inference, without candle: weights packed once for
+//! The Conformer encoder and CTC head forward pass for CPU inference, without candle: weights packed once for
 //! `mezcla_kernels::sgemm`, activations channels-last, batch norm folded into the depthwise convolution, the
 //! ½ feed-forward factor and xscaling folded into weights, residuals accumulated by the products themselves.
 //! One utterance at a time at its own length: NeMo's masked batch gives the same valid frames.
@@ -419,8 +419,8 @@ struct Scratch {
     heads: Vec<HeadScratch>,
 }
 
-/// A Conformer encoder with its CTC head, ready for fast CPU inference (f32, eval mode).
-pub struct CpuConformerCtc {
+/// A Conformer encoder, with its CTC head if it has one, ready for fast CPU inference (f32, eval mode).
+pub struct CpuConformer {
     cfg: ConformerConfig,
     channels: usize,
     stages: Vec<SubStage>,
@@ -428,13 +428,13 @@ pub struct CpuConformerCtc {
     sub_out: PackedB,
     layers: Vec<Layer>,
     out_proj: Option<PackedB>,
-    head: PackedB,
+    head: Option<PackedB>,
 }
 
-impl CpuConformerCtc {
-    /// Packs the weights of an encoder (under `encoder.`) and its CTC head (under `decoder.`) as NeMo names
-    /// them; `vb` is the model's root.
-    pub fn new(cfg: &ConformerConfig, vocab_size: usize, vb: &VarBuilder) -> Result<Self> {
+impl CpuConformer {
+    /// Packs the weights of an encoder (under `encoder.`) and, given a vocabulary size, its CTC head (under
+    /// `decoder.`) as NeMo names them; `vb` is the model's root. Without a CTC head only [`Self::encode`] runs.
+    pub fn new(cfg: &ConformerConfig, vocab_size: Option<usize>, vb: &VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::msg)?;
         let enc = vb.pp("encoder");
         let d = cfg.d_model;
@@ -525,14 +525,18 @@ impl CpuConformerCtc {
         } else {
             None
         };
-        let head = linear(
-            &vb.pp("decoder").pp("decoder_layers").pp(0),
-            out_dim,
-            vocab_size + 1,
-            true,
-            true,
-            1.0,
-        )?;
+        let head = vocab_size
+            .map(|v| {
+                linear(
+                    &vb.pp("decoder").pp("decoder_layers").pp(0),
+                    out_dim,
+                    v + 1,
+                    true,
+                    true,
+                    1.0,
+                )
+            })
+            .transpose()?;
         Ok(Self {
             cfg: cfg.clone(),
             channels: c,
@@ -544,14 +548,41 @@ impl CpuConformerCtc {
         })
     }
 
-    /// Output classes (vocabulary + blank).
+    /// Output classes of the CTC head (vocabulary + blank); 0 without one.
     pub fn classes(&self) -> usize {
-        self.head.n()
+        self.head.as_ref().map_or(0, PackedB::n)
     }
 
-    /// Log-probabilities [T', classes] (row-major) of one utterance's features `features` [feat_in, stride]
+    /// Width of the encoder output.
+    pub fn output_dim(&self) -> usize {
+        self.cfg.output_dim()
+    }
+
+    /// CTC log-probabilities [T', classes] (row-major) of one utterance's features `features` [feat_in, stride]
     /// (the front-end's layout), of which the first `frames` columns are used. Returns (log-probs, T').
     pub fn log_probs(
+        &self,
+        features: &[f32],
+        stride: usize,
+        frames: usize,
+    ) -> Result<(Vec<f32>, usize)> {
+        let Some(head) = &self.head else {
+            candle_core::bail!("cpu inference: the model has no CTC head");
+        };
+        let (x, t) = self.encode(features, stride, frames)?;
+        let v = head.n();
+        let mut logits = vec![0f32; t * v];
+        gemm(&x, self.output_dim(), t, head, &mut logits, v, false, true);
+        logits
+            .par_chunks_mut(v)
+            .with_min_len(8)
+            .for_each(vm::log_softmax);
+        Ok((logits, t))
+    }
+
+    /// The encoder output [T', output_dim] (time-major) of one utterance's features, laid out as for
+    /// [`Self::log_probs`]. Returns (output, T').
+    pub fn encode(
         &self,
         features: &[f32],
         stride: usize,
@@ -587,22 +618,15 @@ impl CpuConformerCtc {
             layer.conv.residual(&mut x, t, &mut s);
             layer.ff2.residual(&mut x, t, Some(&layer.norm_out));
         }
-        let (x, width) = match &self.out_proj {
+        let x = match &self.out_proj {
             Some(p) => {
                 let mut y = vec![0f32; t * p.n()];
                 gemm(&x, d, t, p, &mut y, p.n(), false, true);
-                (y, p.n())
+                y
             }
-            None => (x, d),
+            None => x,
         };
-        let v = self.head.n();
-        let mut logits = vec![0f32; t * v];
-        gemm(&x, width, t, &self.head, &mut logits, v, false, true);
-        logits
-            .par_chunks_mut(v)
-            .with_min_len(8)
-            .for_each(vm::log_softmax);
-        Ok((logits, t))
+        Ok((x, t))
     }
 
     /// The subsampling stack: [T, F] → ([T', d] with xscaling, T').
@@ -743,7 +767,7 @@ mod tests {
             };
             var.set(&value).unwrap();
         }
-        let fused = CpuConformerCtc::new(&cfg, vocab, &vb).unwrap();
+        let fused = CpuConformer::new(&cfg, Some(vocab), &vb).unwrap();
         let t = *lengths.iter().max().unwrap();
         let features = Tensor::randn(0f32, 1.0, (lengths.len(), cfg.feat_in, t), &dev).unwrap();
         // Frames beyond each length are zero, as the front-end pads them.

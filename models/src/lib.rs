@@ -1,4 +1,4 @@
-//! candle modules of the acoustic models: log-mel front-end, Conformer encoder and CTC head.
+//! candle modules of the acoustic models: log-mel front-end, Conformer encoder, CTC and RNN-T heads.
 
 pub mod channel;
 pub mod conformer;
@@ -9,4 +9,5 @@ pub mod depthwise;
 pub mod frontend;
 pub mod layers;
 pub mod specaug;
+pub mod transducer;
 pub mod vector_math;

@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use mezcla_models::conformer::{ConformerConfig, ConformerEncoder};
-use mezcla_models::cpu_inference::CpuConformerCtc;
+use mezcla_models::cpu_inference::CpuConformer;
 use mezcla_models::ctc::CtcHead;
 
 /// A fixture: the encoder config, the vocabulary size, and its tensors (weights, input and NeMo's output).
@@ -80,7 +80,7 @@ fn dw_striding_conformer_ctc_with_tied_biases_and_layer_norm_matches_nemo() {
 fn check_cpu_inference(name: &str) {
     let (cfg, vocab, tensors) = fixture(name);
     let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu);
-    let model = CpuConformerCtc::new(&cfg, vocab, &vb).unwrap();
+    let model = CpuConformer::new(&cfg, Some(vocab), &vb).unwrap();
     assert_eq!(model.classes(), vocab + 1);
     let features = tensors["input.features"].to_vec3::<f32>().unwrap();
     let lengths = tensors["input.lengths"].to_vec1::<i64>().unwrap();

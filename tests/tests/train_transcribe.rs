@@ -325,7 +325,7 @@ fn a_resumed_run_ends_exactly_where_an_uninterrupted_one_does() {
 }
 
 /// `init_from`: a run that starts from a trained model starts at that model's loss, not at a random model's; a
-/// model of another shape is refused with the weight named.
+/// model of another shape is refused with the weight named, and so is an RNN-T model.
 #[test]
 fn a_run_started_from_a_trained_model_continues_from_its_weights() {
     let (dir, model) = trained();
@@ -360,6 +360,23 @@ fn a_run_started_from_a_trained_model_continues_from_its_weights() {
     let err = fails(&["train", "--config", other.to_str().unwrap()]);
     assert!(
         err.contains("init_from") && err.contains("has shape") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // An RNN-T checkpoint cannot start a (CTC) run.
+    let rnnt =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../asr/tests/fixtures/nemo/agg_rnnt.nemo");
+    let from_rnnt = dir.path().join("from_rnnt.toml");
+    let text = base
+        .replace("out_dir = \"from_trained\"", "out_dir = \"from_rnnt\"")
+        .replace(
+            "model = \"tiny\"",
+            &format!("init_from = \"{}\"", rnnt.display()),
+        );
+    std::fs::write(&from_rnnt, text).unwrap();
+    let err = fails(&["train", "--config", from_rnnt.to_str().unwrap()]);
+    assert!(
+        err.contains("init_from") && err.contains("RNN-T") && err.lines().count() == 1,
         "{err}"
     );
 }

@@ -430,7 +430,8 @@ impl ConcatTokenizer {
     }
 
     /// SentencePiece decoding: each run of same-language ids decoded by its model (byte pieces become
-    /// characters, control pieces vanish), runs joined with a space where the next run starts a word.
+    /// characters, control pieces vanish); only the text's start loses the whitespace of its leading pieces, so
+    /// a run that starts a word begins with its space.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         let mut out = String::new();
         let mut start = 0;
@@ -444,15 +445,13 @@ impl ConcatTokenizer {
                 .iter()
                 .map(|&id| id - self.offsets[lang])
                 .collect();
-            let text = self.models[lang].decode(&local)?;
-            if !out.is_empty()
-                && !text.is_empty()
-                && self.models[lang]
-                    .id_to_piece(local[0])
-                    .is_some_and(|p| p.starts_with(SPACE_SYMBOL))
-            {
-                out.push(' ');
-            }
+            // After the first language's run, a run keeps its leading whitespace, as NeMo's ids_to_text (which
+            // joins the pieces) does: "▁▁an" after other text is "  an".
+            let text = if out.is_empty() {
+                self.models[lang].decode(&local)?
+            } else {
+                self.models[lang].decode_continuation(&local)?
+            };
             out.push_str(&text);
             start = end;
         }

@@ -807,6 +807,16 @@ impl SentencePieceModel {
 
     /// Decodes ids into text, exactly as `SentencePieceProcessor::Decode`.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.decode_from(ids, true)
+    }
+
+    /// Decodes ids that continue a text (another model's pieces came before them): as [`Self::decode`], but
+    /// the whitespace of leading pieces is kept, since it is not at the start of the text.
+    pub fn decode_continuation(&self, ids: &[u32]) -> Result<String> {
+        self.decode_from(ids, false)
+    }
+
+    fn decode_from(&self, ids: &[u32], at_start: bool) -> Result<String> {
         let mut text: Vec<u8> = Vec::new();
         let mut bytes: Vec<u8> = Vec::new();
         let flush = |bytes: &mut Vec<u8>, text: &mut Vec<u8>| {
@@ -822,7 +832,7 @@ impl SentencePieceModel {
             }
             bytes.clear();
         };
-        let mut is_bos_ws = true;
+        let mut is_bos_ws = at_start;
         let mut bos_ws_seen = false;
         let ns = &self.normalizer_spec;
         for &id in ids {

@@ -26,7 +26,7 @@ pub struct ConvertArgs {
     /// Record NeMo's current front-end whatever nemo_version says.
     #[arg(long)]
     pub no_legacy_frontend: bool,
-    /// Convert a hybrid RNN-T/CTC model's CTC head (NeMo's decoder_type="ctc").
+    /// Convert a hybrid RNN-T/CTC model's CTC head (NeMo's decoder_type="ctc") instead of its RNN-T head.
     #[arg(long)]
     pub ctc_head: bool,
     /// Language of a monolingual model's vocabulary, used to tag its words (default: "default").
@@ -106,8 +106,15 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         VocabularyKind::Aggregate(langs) => format!("aggregate {}", langs.join("+")),
     };
     let e = &ckpt.config.encoder;
+    let head = match &ckpt.config.transducer {
+        Some(t) => format!(
+            "RNN-T head (LSTM {} × {}, joint {}, greedy)",
+            t.pred_rnn_layers, t.pred_hidden, t.joint_hidden
+        ),
+        None => "CTC head".to_string(),
+    };
     println!(
-        "{} -> {}: {} (NeMo {}), Conformer {} layers × {}, {} tokens + blank ({vocab}), {} front-end",
+        "{} -> {}: {} (NeMo {}), Conformer {} layers × {}, {head}, {} tokens + blank ({vocab}), {} front-end",
         a.model.display(),
         out.display(),
         ckpt.target.rsplit('.').next().unwrap_or(&ckpt.target),

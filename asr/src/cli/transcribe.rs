@@ -15,7 +15,7 @@ use crate::output::{self, Format};
 #[derive(Debug, Args)]
 pub struct ModelArgs {
     /// Model folder (config.json, model.safetensors, tokenizer/, optional lm.arpa.gz), or a NeMo `.nemo`
-    /// checkpoint (CTC); default: the built-in English-Spanish model.
+    /// checkpoint (CTC, RNN-T or hybrid); default: the built-in English-Spanish model.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Use NeMo's pre-2025 front-end (+1 frame, reflect padding) whatever the model records (a `.nemo`
@@ -25,7 +25,8 @@ pub struct ModelArgs {
     /// Use NeMo's current front-end whatever the model records.
     #[arg(long)]
     pub no_legacy_frontend: bool,
-    /// Run a hybrid RNN-T/CTC `.nemo` model with its CTC head (NeMo's decoder_type="ctc").
+    /// Run a hybrid RNN-T/CTC `.nemo` model with its CTC head (NeMo's decoder_type="ctc") instead of its
+    /// RNN-T head.
     #[arg(long)]
     pub ctc_head: bool,
     /// Beam size of the CTC prefix beam search (1: greedy) [default: 1; 32 with --lm; the model's own with
@@ -115,6 +116,13 @@ impl ModelArgs {
     /// How to decode with `model`: greedy; a beam search; or a beam search with a word LM (`--lm`, or the
     /// model's own unless `--no-lm`). Loads the `--lm` file.
     pub fn decode_options(&self, model: &AsrModel) -> Result<DecodeOptions> {
+        if model.is_transducer()
+            && (self.beam.is_some_and(|b| b > 1) || self.lm.is_some() || !self.lm_alpha.is_empty())
+        {
+            bail!(
+                "--beam and --lm are for CTC models; this RNN-T model decodes greedily (NeMo's greedy_batch)"
+            );
+        }
         let lm: Option<std::sync::Arc<crate::lm::NgramLm>> = match &self.lm {
             Some(path) => Some(std::sync::Arc::new(crate::lm::NgramLm::read_arpa(path)?)),
             None if self.no_lm => None,
@@ -174,7 +182,8 @@ pub struct TranscribeArgs {
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Also write each file's log-probabilities (frames × classes, blank last) to DIR/<stem>.safetensors
-    /// (tensor `log_probs`), computed on the whole file at once whatever --chunk-seconds says.
+    /// (tensor `log_probs`), computed on the whole file at once whatever --chunk-seconds says. For RNN-T
+    /// models: the joint's at each greedy step (steps × classes), and each step's frame (tensor `frames`).
     #[arg(long, value_name = "DIR")]
     pub logprobs: Option<PathBuf>,
 }

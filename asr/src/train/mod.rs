@@ -471,6 +471,9 @@ fn model_config(
     init: Option<&ModelConfig>,
 ) -> Result<ModelConfig> {
     let mut mc = match (init, cfg.model.as_deref(), &cfg.encoder) {
+        (Some(init), _, _) if init.transducer.is_some() => {
+            bail!("init_from: an RNN-T model; mezcla trains CTC models only")
+        }
         (Some(init), None, None) => {
             let mut mc = init.clone();
             mc.vocab_size = vocab;
@@ -708,7 +711,7 @@ pub fn run(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainSumma
             mezcla_models::layers::seed_dropout(data::derive_seed(cfg.seed, 6, batch.index));
             let losses = ctc_losses(
                 &model.encoder,
-                &model.head,
+                model.head.as_ref().context("the model has no CTC head")?,
                 &batch.features,
                 &batch.lengths,
                 &batch.targets,
