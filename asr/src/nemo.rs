@@ -463,8 +463,13 @@ fn resolve_interpolations(
                     "{s}: interpolations other than ${{a.b.c}} are not supported"
                 ));
             }
+            // Experiment configs interpolate from their top (`${model.encoder.d_model}`); the archive's
+            // config is that `model` section.
+            let inner = path
+                .strip_prefix("model.")
+                .filter(|_| root.get("model").is_none());
             let mut node = root;
-            for part in path.split('.') {
+            for part in inner.unwrap_or(path).split('.') {
                 node = node
                     .get(part)
                     .ok_or_else(|| format!("{s}: the config has no {path}"))?;

@@ -233,17 +233,30 @@ fn interpolated_sizes_resolve_as_in_omegaconf() {
     let dir = tempfile::tempdir().unwrap();
     let path = edited("agg_rnnt", dir.path(), |y| {
         let from = "    pred_hidden: 24\n    pred_rnn_layers: 2\n";
-        assert!(y.contains(from));
-        y.replacen(
-            from,
-            "    pred_hidden: ${model_defaults.pred_hidden}\n    pred_rnn_layers: 2\n",
-            1,
-        )
-        .replacen(
-            "    joint_hidden: 20\n",
-            "    joint_hidden: ${model_defaults.joint_hidden}\n",
-            1,
-        )
+        let out = y
+            .replacen(
+                from,
+                "    pred_hidden: ${model_defaults.pred_hidden}\n    pred_rnn_layers: 2\n",
+                1,
+            )
+            .replacen(
+                "    joint_hidden: 20\n",
+                "    joint_hidden: ${model_defaults.joint_hidden}\n",
+                1,
+            )
+            // An experiment config's path from its top, and a chain of two.
+            .replacen(
+                "  enc_hidden: 40\n",
+                "  enc_hidden: ${model.encoder.d_model}\n",
+                1,
+            )
+            .replacen(
+                "    encoder_hidden: 40\n",
+                "    encoder_hidden: ${model_defaults.enc_hidden}\n",
+                1,
+            );
+        assert_eq!(out.matches("${").count(), 4, "an edit did not apply");
+        out
     });
     let model = load_nemo(&path, &NemoOptions::default()).unwrap();
     check_transducer(&model, &model_ref("agg_rnnt"));
