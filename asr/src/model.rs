@@ -168,7 +168,8 @@ impl Default for DecodeOptions {
 }
 
 impl AsrModel {
-    /// Builds the modules from a config under a VarBuilder with NeMo's names (`encoder.…`, `decoder.…`).
+    /// Builds the modules from a config under a VarBuilder with NeMo's names (`encoder.…`, and `decoder.…` for
+    /// a CTC head or `decoder.prediction.…` and `joint.…` for an RNN-T head).
     pub fn build(
         config: ModelConfig,
         tokenizer: ConcatTokenizer,
@@ -229,7 +230,7 @@ impl AsrModel {
     }
 
     /// Packs the weights under `vb` (the same as the modules') for the fused CPU inference path, which
-    /// [`Self::log_probs`] then uses. Only for fixed weights: a model being trained keeps the candle path.
+    /// [`Self::log_probs`] and [`Self::encode`] then use. Only for fixed weights: a model being trained keeps the candle path.
     pub fn with_cpu_inference(mut self, vb: &VarBuilder) -> Result<Self> {
         if self.device.is_cpu() {
             let ctc_classes = self.head.is_some().then_some(self.config.vocab_size);

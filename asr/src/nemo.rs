@@ -280,7 +280,7 @@ pub fn read_nemo(path: &Path, opts: &NemoOptions) -> Result<NemoCheckpoint> {
         _ => root,
     };
     // OmegaConf interpolations (`${model_defaults.pred_hidden}`) are resolved against the config.
-    let root = resolve_interpolations(&root, &root, 0).map_err(cerr)?;
+    let root = resolve_interpolations(&root, &root, 0);
 
     let (target, head) = check_target(&root, opts.ctc_head).map_err(cerr)?;
     // A hybrid model's CTC head is `aux_ctc.decoder` in the config and `ctc_decoder.…` in the weights; an
@@ -416,6 +416,8 @@ fn check_target(root: &Value, ctc_head: bool) -> std::result::Result<(String, He
         Some(Value::String(s)) => s.clone(),
         Some(other) => return Err(format!("target: not a class path: {}", value_text(other))),
         // Very old configs have no `target`; infer it from the modules.
+        None if root.get("aux_ctc").is_some() && bpe => "EncDecHybridRNNTCTCBPEModel".into(),
+        None if root.get("aux_ctc").is_some() => "EncDecHybridRNNTCTCModel".into(),
         None if root.get("joint").is_some() && bpe => "EncDecRNNTBPEModel".into(),
         None if root.get("joint").is_some() => "EncDecRNNTModel".into(),
         None if bpe => "EncDecCTCModelBPE".into(),
@@ -444,53 +446,45 @@ fn check_target(root: &Value, ctc_head: bool) -> std::result::Result<(String, He
 }
 
 /// Replaces every string that is exactly an OmegaConf interpolation `${a.b.c}` by the value at that path of
-/// `root` (itself resolved), as OmegaConf does when the config is read; other strings stay as they are.
-fn resolve_interpolations(
-    value: &Value,
-    root: &Value,
-    depth: usize,
-) -> std::result::Result<Value, String> {
-    if depth > 16 {
-        return Err("interpolations nest too deep (a cycle?)".into());
-    }
-    Ok(match value {
-        Value::String(s) => {
+/// `root` (itself resolved), as OmegaConf does when the config is read. Other strings, and interpolations
+/// that do not resolve this way (resolvers, relative paths, missing keys, cycles), stay as they are: they
+/// matter only if mezcla reads their key, whose check then names it.
+fn resolve_interpolations(value: &Value, root: &Value, depth: usize) -> Value {
+    match value {
+        Value::String(s) if depth <= 16 => {
             let Some(path) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) else {
-                return Ok(value.clone());
+                return value.clone();
             };
-            if path.contains(['$', '{', '}', ':']) {
-                return Err(format!(
-                    "{s}: interpolations other than ${{a.b.c}} are not supported"
-                ));
+            if path.is_empty() || path.starts_with('.') || path.contains(['$', '{', '}', ':']) {
+                return value.clone();
             }
             // Experiment configs interpolate from their top (`${model.encoder.d_model}`); the archive's
             // config is that `model` section.
             let inner = path
                 .strip_prefix("model.")
                 .filter(|_| root.get("model").is_none());
-            let mut node = root;
+            let mut node = Some(root);
             for part in inner.unwrap_or(path).split('.') {
-                node = node
-                    .get(part)
-                    .ok_or_else(|| format!("{s}: the config has no {path}"))?;
+                node = node.and_then(|n| n.get(part));
             }
-            resolve_interpolations(node, root, depth + 1)?
-        }
-        Value::Mapping(m) => {
-            let mut out = Mapping::new();
-            for (k, v) in m {
-                out.insert(k.clone(), resolve_interpolations(v, root, depth)?);
+            match node {
+                Some(n) => resolve_interpolations(n, root, depth + 1),
+                None => value.clone(),
             }
-            Value::Mapping(out)
         }
+        Value::Mapping(m) => Value::Mapping(
+            m.iter()
+                .map(|(k, v)| (k.clone(), resolve_interpolations(v, root, depth)))
+                .collect(),
+        ),
         Value::Sequence(items) => Value::Sequence(
             items
                 .iter()
                 .map(|v| resolve_interpolations(v, root, depth))
-                .collect::<std::result::Result<_, _>>()?,
+                .collect(),
         ),
         other => other.clone(),
-    })
+    }
 }
 
 /// Maps an RNN-T head (`decoder`: RNNTDecoder, `joint`: RNNTJoint, `decoding`: greedy settings) onto mezcla's;
@@ -668,8 +662,10 @@ fn map_transducer(
             ));
         }
     }
-    // NeMo's RNNTDecodingConfig: greedy_batch, at most 10 tokens per frame unless the config says otherwise
-    // (`greedy.max_symbols`, else `greedy.max_symbols_per_step`; null for both: no limit).
+    // The cap on tokens per frame is what a restored NeMo model uses: the first truthy of
+    // `decoding.greedy.max_symbols` and `decoding.greedy.max_symbols_per_step`, none (no limit) if neither is.
+    // Without a `decoding.greedy` section NeMo cannot build the model; mezcla then takes RNNTDecodingConfig's
+    // default of 10.
     let decoding = root.get("decoding").filter(|d| !d.is_null());
     let mut max_symbols = Some(10);
     if let Some(d) = decoding {
@@ -706,7 +702,7 @@ fn map_transducer(
                     },
                 }
             };
-            let per_step = positive("max_symbols_per_step")?.unwrap_or(Some(10));
+            let per_step = positive("max_symbols_per_step")?.flatten();
             max_symbols = match positive("max_symbols")? {
                 Some(Some(n)) => Some(n),
                 _ => per_step,

@@ -822,4 +822,18 @@ fn cli_runs_rnnt_nemo_and_writes_step_log_probs() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("RNN-T") && err.contains("--beam"), "{err}");
+    // A word LM is refused before anything is written.
+    let with_lm = dir.path().join("with_lm");
+    let out = mezcla(&[
+        "convert",
+        &model,
+        "--out",
+        with_lm.to_str().unwrap(),
+        "--lm",
+        "lm.arpa",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--lm is for CTC models"), "{err}");
+    assert!(!with_lm.exists());
 }

@@ -68,7 +68,7 @@ struct LstmLayer {
     hidden: PackedB,
 }
 
-/// The recurrent state of the prediction network: (h, c) of every layer and the network's output.
+/// The recurrent state of the prediction network: (h, c) of every layer.
 #[derive(Clone)]
 struct PredState {
     h: Vec<Vec<f32>>,
@@ -244,6 +244,12 @@ impl Transducer {
         for t in 0..frames {
             let mut emitted = 0usize;
             loop {
+                if emitted == RUNAWAY {
+                    candle_core::bail!(
+                        "transducer: {RUNAWAY} tokens at encoder frame {t} without a blank; the model sets no \
+                         limit (decoding.greedy.max_symbols)"
+                    );
+                }
                 for ((o, &e), &p) in hidden.iter_mut().zip(&enc[t * j..(t + 1) * j]).zip(&pred) {
                     *o = e + p;
                 }
@@ -298,6 +304,9 @@ impl Transducer {
         Ok(path)
     }
 }
+
+/// Without `max_symbols`, greedy decoding stops with an error rather than loop forever at one frame.
+const RUNAWAY: usize = 10_000;
 
 #[inline]
 fn sigmoid(x: f32) -> f32 {
@@ -368,5 +377,11 @@ mod tests {
         let unlimited_then_capped = scripted(Some(3)).greedy(&enc, 3, false).unwrap();
         assert_eq!(unlimited_then_capped.tokens.len(), 6);
         assert!(unlimited_then_capped.log_probs.is_empty());
+        // No cap, and a joint that never prefers the blank at frame 0: an error, not an endless loop.
+        let e = scripted(None)
+            .greedy(&enc, 3, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("frame 0") && e.contains("max_symbols"), "{e}");
     }
 }

@@ -17,6 +17,7 @@ ROOT=$(cd "$RECIPE/../.." && pwd)
 stage=0
 stop_stage=7
 data="$ROOT/data/en_es"
+exp=""              # experiment folder (training, evaluation, default model); default: DATA/exp
 hours=10.8          # train hours asked per language (the estimate runs high: ~10.1 h en, ~10.8 h es measured)
 dev_hours=0.4       # per language, for each of dev and test
 cs_hours=""         # offline code-switched train hours (default 10)
@@ -36,6 +37,7 @@ usage() {
 Options:
   --stage N --stop-stage M   run stages N..M (default 0..7)
   --data DIR                 output folder (default data/en_es)
+  --exp DIR                  experiment folder of stages 5-7 (default DATA/exp), e.g. to compare runs on one dataset
   --hours H                  train hours of TTS speech asked per language (default $hours, which measures >= 10 h)
   --dev-hours H              dev and test hours per language, each (default $dev_hours)
   --cs-hours H               offline code-switched train hours (default 10)
@@ -60,6 +62,7 @@ while [[ $# -gt 0 ]]; do
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
+    --exp) exp=$2; shift 2 ;;
     --hours|--hours-per-language) hours=$2; shift 2 ;;
     --dev-hours) dev_hours=$2; shift 2 ;;
     --cs-hours) cs_hours=$2; shift 2 ;;
@@ -82,7 +85,9 @@ mkdir -p "$data"
 data=$(cd "$data" && pwd)
 MEZCLA="$ROOT/target/release/mezcla"
 PY="python3 $RECIPE/prepare_text.py"
-exp="$data/exp"
+exp=${exp:-$data/exp}
+mkdir -p "$exp"
+exp=$(cd "$exp" && pwd)
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 need() {  # need PROGRAM PACKAGES
@@ -256,10 +261,10 @@ fi
 if want 5; then
   mkdir -p "$exp"
   # The run's config: train.toml with its data paths pointed at $data and the overrides applied.
-  python3 - "$RECIPE/train.toml" "$exp/train.toml" "$data" "$max_steps" "$eval_every" "$warmup" "$batch_seconds" <<'EOF'
+  python3 - "$RECIPE/train.toml" "$exp/train.toml" "$data" "$exp" "$max_steps" "$eval_every" "$warmup" "$batch_seconds" <<'EOF'
 import re, sys
-src, dst, data, steps, every, warmup, batch = sys.argv[1:]
-t = open(src).read().replace("../../data/en_es/", data + "/")
+src, dst, data, exp, steps, every, warmup, batch = sys.argv[1:]
+t = open(src).read().replace("../../data/en_es/exp/", exp + "/").replace("../../data/en_es/", data + "/")
 if steps: t = re.sub(r"(?m)^max_steps = .*$", f"max_steps = {steps}", t)
 if every: t = re.sub(r"(?m)^every = .*$", f"every = {every}", t)
 if warmup: t = re.sub(r"(?m)^warmup_steps = .*$", f"warmup_steps = {warmup}", t)

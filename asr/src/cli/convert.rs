@@ -1,4 +1,4 @@
-//! `mezcla convert`: a NeMo `.nemo` checkpoint (Conformer CTC) into a mezcla model folder, or a model folder into
+//! `mezcla convert`: a NeMo `.nemo` checkpoint (Conformer CTC, RNN-T or hybrid) into a mezcla model folder, or a model folder into
 //! one with other weight storage (f16, bf16, int8).
 
 use std::path::PathBuf;
@@ -98,6 +98,18 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         ctc_head: a.ctc_head,
         lang: a.lang.clone(),
     };
+    // Refused before anything is written.
+    if a.lm.is_some()
+        && nemo::read_nemo(&a.model, &opts)?
+            .config
+            .transducer
+            .is_some()
+    {
+        bail!(
+            "{}: --lm is for CTC models; this is an RNN-T model (or give --ctc-head for a hybrid's CTC head)",
+            a.model.display()
+        );
+    }
     let ckpt = nemo::convert(&a.model, &out, &opts, a.weights)?;
     a.attach_lm(&out)?;
     let vocab = match &ckpt.vocabulary {
@@ -147,6 +159,16 @@ fn convert_folder(a: ConvertArgs) -> Result<()> {
             a.model.display()
         );
     };
+    if a.lm.is_some()
+        && crate::model::ModelConfig::read(&a.model.join(crate::model::CONFIG_FILE))?
+            .transducer
+            .is_some()
+    {
+        bail!(
+            "{}: --lm is for CTC models; this is an RNN-T model",
+            a.model.display()
+        );
+    }
     let (config, size) = crate::model::convert_folder(&a.model, &out, format)?;
     a.attach_lm(&out)?;
     println!(

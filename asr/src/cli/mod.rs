@@ -33,7 +33,8 @@ pub enum Command {
     Eval(train::EvalArgs),
     /// Word n-gram language models for beam-search decoding: train, perplexity.
     Lm(lm::LmArgs),
-    /// Convert a NeMo `.nemo` checkpoint (Conformer CTC) into a mezcla model folder.
+    /// Convert a NeMo `.nemo` checkpoint (Conformer CTC, RNN-T or hybrid) into a mezcla model folder, or a
+    /// model folder into one with other weight storage.
     Convert(convert::ConvertArgs),
 }
 
