@@ -1,14 +1,14 @@
 //! End-to-end: the built-in default model (`mezcla transcribe` with no `--model`) on the shipped code-switched
 //! examples from the English–Spanish recipe's test split, checked against their references: a small WER bound,
-//! and the language of every reference segment.
+//! the language switches where the references switch, and every reference segment's language.
 
 use mezcla_asr::metrics::{align, wer, EditOp};
 use mezcla_tests::{examples, ok, words_and_langs};
 use serde_json::Value;
 
-/// Word error rate allowed over all the example files together: the shipped model (run 7d with its word LM)
-/// makes 7 errors in the 31 words (22.6 %); a few more than that fails.
-const MAX_WER: f64 = 0.25;
+/// Word error rate allowed over all the example files together: the shipped model (run 8, the recipe's 2-hour
+/// run, with its word LM) makes 15 errors in the 62 words (24.2 %); two more than that fails.
+const MAX_WER: f64 = 0.26;
 
 struct Reference {
     wav: String,
@@ -67,27 +67,40 @@ fn the_default_model_transcribes_the_code_switched_examples_with_their_languages
         let hyp = words_and_langs(g);
         let ref_words: Vec<&str> = r.words.iter().map(|w| w.0.as_str()).collect();
         let hyp_words: Vec<&str> = hyp.iter().map(|w| w.0.as_str()).collect();
-        // Every reference segment: the words aligned to it (hits and substitutions) are in its language,
-        // by majority, and at least one word is aligned to it.
-        let mut votes = vec![(0usize, 0usize); r.segments.len()]; // (in the segment's language, others)
+        // The languages switch where the reference's do: the runs of the words' languages are the reference
+        // segments' languages (consecutive segments of one language are one run), so every switch is found
+        // and none is added.
+        let runs = |langs: &mut dyn Iterator<Item = &str>| {
+            let mut out: Vec<String> = Vec::new();
+            for l in langs {
+                if out.last().map(String::as_str) != Some(l) {
+                    out.push(l.to_string());
+                }
+            }
+            out
+        };
+        let want = runs(&mut r.segments.iter().map(String::as_str));
+        let have = runs(&mut hyp.iter().map(|w| w.1.as_str()));
+        assert_eq!(have, want, "{}: language runs of {}", r.wav, g["text"]);
+        // Every reference segment gets at least one word in its language among the words aligned to it (hits
+        // and substitutions).
+        let mut same = vec![0usize; r.segments.len()];
         for chunk in align(&ref_words, &hyp_words) {
             if matches!(chunk.op, EditOp::Equal | EditOp::Substitute) {
                 for k in 0..chunk.ref_end - chunk.ref_start {
-                    let s = r.segment_of[chunk.ref_start + k];
-                    if hyp[chunk.hyp_start + k].1 == r.segments[s] {
-                        votes[s].0 += 1;
-                    } else {
-                        votes[s].1 += 1;
+                    let seg = r.segment_of[chunk.ref_start + k];
+                    if hyp[chunk.hyp_start + k].1 == r.segments[seg] {
+                        same[seg] += 1;
                     }
                 }
             }
         }
-        for (s, (same, other)) in votes.iter().enumerate() {
+        for (seg, n) in same.iter().enumerate() {
             assert!(
-                same > other,
-                "{}: segment {s} ({}) got {same} words in its language and {other} in another: {}",
+                *n > 0,
+                "{}: no word of segment {seg} ({}) is in its language: {}",
                 r.wav,
-                r.segments[s],
+                r.segments[seg],
                 g["text"]
             );
         }
