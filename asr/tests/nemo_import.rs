@@ -671,6 +671,17 @@ fn mezcla(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `mezcla convert MODEL --out FOLDER`, which must succeed; returns what it printed.
+fn convert_ok(model: &str, folder: &Path) -> String {
+    let out = mezcla(&["convert", model, "--out", folder.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn cli_transcribes_nemo_and_writes_log_probs() {
     let m = model_ref("bpe_ctc");
@@ -713,13 +724,7 @@ fn cli_transcribes_nemo_and_writes_log_probs() {
 
     // convert, then transcribe the folder; --legacy-frontend changes the frame count of a folder too.
     let folder = dir.path().join("converted");
-    let out = mezcla(&["convert", &model, "--out", folder.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout).unwrap();
+    let line = convert_ok(&model, &folder);
     assert!(
         line.contains("EncDecCTCModelBPE") && line.contains("current front-end"),
         "{line}"
@@ -799,13 +804,7 @@ fn cli_runs_rnnt_nemo_and_writes_step_log_probs() {
 
     // convert names the head; a beam search or an LM is refused in one line.
     let folder = dir.path().join("converted");
-    let out = mezcla(&["convert", &model, "--out", folder.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout).unwrap();
+    let line = convert_ok(&model, &folder);
     assert!(
         line.contains("EncDecRNNTBPEModel") && line.contains("RNN-T head (LSTM 2 × 24, joint 20"),
         "{line}"

@@ -349,35 +349,35 @@ fn a_run_started_from_a_trained_model_continues_from_its_weights() {
         "the first loss from the trained model is {continued}, from scratch {scratch}"
     );
 
-    let other = dir.path().join("other_shape.toml");
-    let text = base
-        .replace("out_dir = \"from_trained\"", "out_dir = \"other_shape\"")
-        .replace(
-            "model = \"tiny\"",
-            &format!("model = \"small\"\ninit_from = \"{}\"", model.display()),
+    // A run named `name` whose `model = "tiny"` line becomes `model_lines`, expected to be refused in one line
+    // mentioning init_from and `why`.
+    let refused = |name: &str, model_lines: String, why: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        let text = base
+            .replace(
+                "out_dir = \"from_trained\"",
+                &format!("out_dir = \"{name}\""),
+            )
+            .replace("model = \"tiny\"", &model_lines);
+        std::fs::write(&path, text).unwrap();
+        let err = fails(&["train", "--config", path.to_str().unwrap()]);
+        assert!(
+            err.contains("init_from") && err.contains(why) && err.lines().count() == 1,
+            "{err}"
         );
-    std::fs::write(&other, text).unwrap();
-    let err = fails(&["train", "--config", other.to_str().unwrap()]);
-    assert!(
-        err.contains("init_from") && err.contains("has shape") && err.lines().count() == 1,
-        "{err}"
+    };
+    refused(
+        "other_shape",
+        format!("model = \"small\"\ninit_from = \"{}\"", model.display()),
+        "has shape",
     );
-
     // An RNN-T checkpoint cannot start a (CTC) run.
     let rnnt =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../asr/tests/fixtures/nemo/agg_rnnt.nemo");
-    let from_rnnt = dir.path().join("from_rnnt.toml");
-    let text = base
-        .replace("out_dir = \"from_trained\"", "out_dir = \"from_rnnt\"")
-        .replace(
-            "model = \"tiny\"",
-            &format!("init_from = \"{}\"", rnnt.display()),
-        );
-    std::fs::write(&from_rnnt, text).unwrap();
-    let err = fails(&["train", "--config", from_rnnt.to_str().unwrap()]);
-    assert!(
-        err.contains("init_from") && err.contains("RNN-T") && err.lines().count() == 1,
-        "{err}"
+    refused(
+        "from_rnnt",
+        format!("init_from = \"{}\"", rnnt.display()),
+        "RNN-T",
     );
 }
 
