@@ -405,6 +405,18 @@ fn section<'a>(root: &'a Value, key: &str) -> std::result::Result<&'a Value, Str
     }
 }
 
+/// Checks that `section._target_` (the value `v`) names the class `want`.
+fn expect_class(section: &str, v: &Value, want: &str) -> std::result::Result<(), String> {
+    let t = value_text(v);
+    if class_name(&t) == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "{section}._target_: {t} is not supported (only {want})"
+        ))
+    }
+}
+
 /// The last component of a dotted class path.
 fn class_name(target: &str) -> &str {
     target.rsplit('.').next().unwrap_or(target)
@@ -516,14 +528,7 @@ fn map_transducer(
     for (k, v) in dec.as_mapping().expect("checked to be a mapping") {
         let key = value_text(k);
         match key.as_str() {
-            "_target_" => {
-                let t = value_text(v);
-                if class_name(&t) != "RNNTDecoder" {
-                    return Err(format!(
-                        "decoder._target_: {t} is not supported (only RNNTDecoder)"
-                    ));
-                }
-            }
+            "_target_" => expect_class("decoder", v, "RNNTDecoder")?,
             "vocab_size" => must_equal("decoder.vocab_size", v, vocab, "the vocabulary size")?,
             "normalization_mode" => {
                 if !v.is_null() {
@@ -573,14 +578,7 @@ fn map_transducer(
     for (k, v) in joint.as_mapping().expect("checked to be a mapping") {
         let key = value_text(k);
         match key.as_str() {
-            "_target_" => {
-                let t = value_text(v);
-                if class_name(&t) != "RNNTJoint" {
-                    return Err(format!(
-                        "joint._target_: {t} is not supported (only RNNTJoint)"
-                    ));
-                }
-            }
+            "_target_" => expect_class("joint", v, "RNNTJoint")?,
             "num_classes" => {
                 if v.as_i64().is_some_and(|n| n > 0) {
                     must_equal("joint.num_classes", v, vocab, "the vocabulary size")?;
@@ -917,14 +915,7 @@ fn check_decoder(
     for (k, v) in map {
         let key = k.as_str().unwrap_or("");
         match key {
-            "_target_" => {
-                let t = value_text(v);
-                if class_name(&t) != "ConvASRDecoder" {
-                    return Err(format!(
-                        "{name}._target_: {t} is not supported (only ConvASRDecoder)"
-                    ));
-                }
-            }
+            "_target_" => expect_class(name, v, "ConvASRDecoder")?,
             "feat_in" => {
                 if !v.is_null() && v.as_u64() != Some(feat as u64) {
                     return Err(format!(
