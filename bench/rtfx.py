@@ -124,7 +124,11 @@ def nemo_transcribe(model, paths):
     return s, [h.text if hasattr(h, "text") else h for h in out]
 
 
-def main():
+def setup(build, model_path):
+    """The common start of the RTFx benches: options, the release binaries, the audio, the NeMo model
+    (`build(fixtures, first_wav)`, saved at `model_path`) and one timed mezcla run over the files (warm-up, then
+    `--reps` passes, in its own process). Returns (args, paths, audios, audio seconds, fixtures module, model,
+    env, mezcla's JSON, mezcla's median pass, mezcla's texts)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--reps", type=int, default=3)
@@ -138,17 +142,20 @@ def main():
     audio_s = sum(len(a) for a in audios) / 16000
     fx = fixtures_module()
     torch.set_num_threads(args.threads)
-    model = build_model(fx, paths[0])
-    print(f"{len(paths)} files, {audio_s:.1f} s of audio; model {MODEL} "
+    model = build(fx, paths[0])
+    print(f"{len(paths)} files, {audio_s:.1f} s of audio; model {model_path} "
           f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters)", flush=True)
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-
-    # mezcla: warm-up + reps passes, in its own process (nothing else running).
-    r = subprocess.run([str(EXAMPLE), str(MODEL), str(args.reps), *paths], check=True, capture_output=True,
+    r = subprocess.run([str(EXAMPLE), str(model_path), str(args.reps), *paths], check=True, capture_output=True,
                        text=True, env=env)
     mz = json.loads(r.stdout)
     mz_pass = statistics.median(mz["pass_seconds"])
     mz_texts = [f["text"] for f in mz["files"]]
+    return args, paths, audios, audio_s, fx, model, env, mz, mz_pass, mz_texts
+
+
+def main():
+    args, paths, audios, audio_s, fx, model, env, mz, mz_pass, mz_texts = setup(build_model, MODEL)
     # The candle modules on the same weights (the path training uses), for comparison.
     r = subprocess.run([str(EXAMPLE), "--candle", str(MODEL), str(args.reps), *paths], check=True,
                        capture_output=True, text=True, env=env)

@@ -28,7 +28,6 @@ Usage (from the repository root, on a quiet machine; after bench/rtfx.py has mad
 Prints the table and writes bench/out/asr/rtfx_rnnt.json.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -37,12 +36,11 @@ import tempfile
 import time
 
 import numpy as np
-import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
 import asr_common as C
-from rtfx import EXAMPLE, fixtures_module, make_audio, nemo_transcribe
+from rtfx import nemo_transcribe, setup
 
 MODEL = C.OUT / "small_rnnt_bpe256.nemo"
 MAX_SYMBOLS = 10
@@ -84,29 +82,7 @@ def nemo_pass(model, audios):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=20)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    C.build_mezcla("rtfx_bench")
-    C.OUT.mkdir(parents=True, exist_ok=True)
-    entries = make_audio(args.files)
-    paths = [e["audio_filepath"] for e in entries]
-    audios = [sf.read(p, dtype="float32")[0] for p in paths]
-    audio_s = sum(len(a) for a in audios) / 16000
-    fx = fixtures_module()
-    torch.set_num_threads(args.threads)
-    model = build_model(fx, paths[0])
-    print(f"{len(paths)} files, {audio_s:.1f} s of audio; model {MODEL} "
-          f"({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters)", flush=True)
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-
-    r = subprocess.run([str(EXAMPLE), str(MODEL), str(args.reps), *paths], check=True, capture_output=True,
-                       text=True, env=env)
-    mz = json.loads(r.stdout)
-    mz_pass = statistics.median(mz["pass_seconds"])
-    mz_texts = [f["text"] for f in mz["files"]]
+    args, paths, audios, audio_s, fx, model, env, mz, mz_pass, mz_texts = setup(build_model, MODEL)
 
     nemo_pass(model, audios[:1])
     nm = [nemo_pass(model, audios) for _ in range(args.reps)]
