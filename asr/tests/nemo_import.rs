@@ -431,7 +431,7 @@ fn converted_folders_match_nemo() {
         assert_eq!(model.config.legacy_frontend, m.legacy_frontend);
         if m.head.is_some() {
             check_transducer(&model, &m);
-            // f16 storage keeps the decoding of this tiny model (its top-2 gaps are far above f16's error).
+            // The folder re-stores in f16 (the weights format of the default model) and loads as RNN-T.
             let half = dir.path().join("f16");
             mezcla_asr::model::convert_folder(&out, &half, mezcla_asr::weights::WeightFormat::F16)
                 .unwrap();
