@@ -31,17 +31,7 @@ pub fn greedy(lp: LogProbs, blank: u32) -> Vec<Emission> {
     let mut prev = blank;
     for t in 0..lp.frames {
         let row = lp.row(t);
-        let best = row
-            .iter()
-            .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| {
-                if v > b.1 {
-                    (i, v)
-                } else {
-                    b
-                }
-            })
-            .0 as u32;
+        let best = mezcla_models::vector_math::argmax(row) as u32;
         if best != blank {
             if best == prev {
                 if let Some(last) = out.last_mut() {

@@ -268,18 +268,7 @@ impl Transducer {
                     false,
                     false,
                 );
-                // The first of equal maxima, as torch.argmax.
-                let best = logits
-                    .iter()
-                    .enumerate()
-                    .fold((0usize, f32::NEG_INFINITY), |m, (i, &v)| {
-                        if v > m.1 {
-                            (i, v)
-                        } else {
-                            m
-                        }
-                    })
-                    .0 as u32;
+                let best = vm::argmax(&logits) as u32;
                 if record {
                     let start = path.log_probs.len();
                     path.log_probs.extend_from_slice(&logits);

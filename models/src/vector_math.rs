@@ -1,4 +1,4 @@
-//! Vectorisable f32 row operations for the CPU inference path (exp, Swish, GLU, softmax, layer norm), each
+//! Vectorisable f32 row operations for the CPU inference path (exp, Swish, GLU, softmax, layer norm, argmax), each
 //! compiled for AVX-512, AVX2 and the baseline and chosen at run time.
 
 /// Defines `pub fn NAME(args)` whose body is compiled three times (AVX-512F, AVX2+FMA, baseline), the
@@ -50,6 +50,20 @@ pub fn exp(x: f32) -> f32 {
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     f32::from_bits(n_bits.wrapping_add(127) << 23) * p
+}
+
+/// Index of the largest value, the first of equal maxima (as `torch.argmax`); 0 for an empty row.
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
 }
 
 #[inline(always)]
