@@ -1,5 +1,5 @@
-//! Vectorisable f32 row operations for the CPU inference path (exp, Swish, GLU, softmax, layer norm, argmax), each
-//! compiled for AVX-512, AVX2 and the baseline and chosen at run time.
+//! Vectorisable f32 row operations for the CPU inference path (exp, Swish, GLU, softmax, layer norm), each
+//! compiled for AVX-512, AVX2 and the baseline and chosen at run time; and the greedy decoders' argmax.
 
 /// Defines `pub fn NAME(args)` whose body is compiled three times (AVX-512F, AVX2+FMA, baseline), the
 /// widest one this CPU runs being called. The body must be plain safe code.
